@@ -1,0 +1,138 @@
+"""Recipes are data: YAML files validated into typed config objects, overridable by key=value.
+
+A recipe fixes everything about one training: data handling, model, augmentation, optimiser.
+The resolved config is saved in the run directory so a run can always be traced and repeated.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medsight.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Published(Strict):
+    """The tutorial's own published figure, shown beside ours in the report."""
+
+    source: str
+    claim: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class DataConfig(Strict):
+    image_size: tuple[int, int] = (128, 128)  # (height, width)
+    channels: Literal[1, 3] = 3
+    positive_class: str | None = None  # the disease class of a binary task
+    split_by: Literal["patient", "image"] = "patient"
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    limit: int | None = Field(None, gt=0, description="use at most this many images (quick runs)")
+
+
+class PreprocessConfig(Strict):
+    """Pixel scaling after resizing to ``image_size``: ``(x / 255 - mean) / std``."""
+
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+
+class AugmentConfig(Strict):
+    """Keras ImageDataGenerator-style random transforms (degrees, fractions)."""
+
+    rotation: float = 0.0
+    shear: float = 0.0  # degrees, as Keras' shear_range
+    zoom: float = 0.0
+    shift: float = 0.0
+    hflip: bool = False
+    vflip: bool = False
+    fill: Literal["nearest", "constant"] = "nearest"
+
+
+class ModelConfig(Strict):
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adagrad", "adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
+    num_workers: int = Field(2, ge=0)
+    seed: int = 42
+
+
+class Recipe(Strict):
+    name: str
+    description: str
+    published: Published | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def recipe_names() -> list[str]:
+    """Names of the built-in recipes (the YAML files shipped in ``medsight/recipes``)."""
+    folder = resources.files("medsight") / "recipes"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _recipe_text(name_or_path: str) -> tuple[str, str]:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path.read_text(), str(path)
+    if name_or_path not in recipe_names():
+        raise ConfigError(
+            f"unknown recipe {name_or_path!r}; built-in recipes: "
+            f"{', '.join(recipe_names())} (or give a path to a .yaml file)"
+        )
+    resource = resources.files("medsight") / "recipes" / f"{name_or_path}.yaml"
+    return resource.read_text(), name_or_path
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=3e-4`` -> (["train", "lr"], 0.0003); values are parsed as YAML scalars."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train.lr=3e-4)")
+    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    return raw
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    """Load a built-in recipe by name (or a YAML file), apply overrides and validate."""
+    text, origin = _recipe_text(name_or_path)
+    raw = apply_overrides(yaml.safe_load(text) or {}, overrides or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"recipe {origin}: {problems}") from exc
+
+
+def save_recipe(recipe: Recipe, path: Path) -> None:
+    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))

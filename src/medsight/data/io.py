@@ -1,0 +1,239 @@
+"""Read PNG/JPEG/BMP/TIFF, DICOM and npz entries as 8-bit L/RGB; every failure is an
+UnreadableImageError naming the path, so a scan skips bad files instead of a run crashing."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from medsight.errors import UnreadableImageError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}) | DICOM_SUFFIXES
+DEFAULT_MAX_PIXELS = 100_000_000
+NPZ_SEPARATOR = "::"
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Tell by suffix alone, so folder scans stay cheap (files without suffix are skipped)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def npz_entry(npz_path: str | Path, key: str, index: int) -> str:
+    """Name one array element as a path, so npz datasets flow through path-based code."""
+    if NPZ_SEPARATOR in key or index < 0:
+        raise ValueError(f"invalid npz entry: key={key!r} index={index}")
+    return f"{npz_path}{NPZ_SEPARATOR}{key}/{index}"
+
+
+def split_npz_entry(path: str | Path) -> tuple[Path, str, int] | None:
+    """Parse `file.npz::key/index`; None for an ordinary file path."""
+    file_part, sep, entry = str(path).rpartition(NPZ_SEPARATOR)
+    if not sep or not file_part.lower().endswith(".npz"):
+        return None
+    key, slash, index = entry.rpartition("/")
+    if not slash or not key or not index.isdigit():
+        return None
+    return Path(file_part), key, int(index)
+
+
+def read_image(
+    path: str | Path,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Return a loaded image in mode "L" or "RGB". `draft_size`: the (height, width) the caller
+    will resize to; JPEGs then decode at the smallest 1/2-1/8 scale still at least that big."""
+    name, entry = str(path), split_npz_entry(path)
+    if entry is not None:
+        return _array_to_image(name, _npz_element(name, *entry), max_pixels)
+    try:  # read the head first: clear reasons for missing/empty files, and DICOM magic
+        with open(name, "rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise UnreadableImageError(name, _os_reason(exc)) from exc
+    if not head:
+        raise UnreadableImageError(name, "empty file (0 bytes)")
+    if Path(name).suffix.lower() in DICOM_SUFFIXES or head[128:132] == b"DICM":
+        return _read_dicom(name, max_pixels)
+    return _read_pillow(name, max_pixels, draft_size)
+
+
+def load_image(
+    path: str | Path,
+    size: tuple[int, int] | None,
+    channels: int = 3,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Return a uint8 array (H, W, channels), resized to size=(height, width) when given."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = read_image(path, max_pixels, draft_size=size).convert("L" if channels == 1 else "RGB")
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def content_sha256(path: str | Path) -> str:
+    """Hash the content, so identical images under different names are found as duplicates."""
+    if (entry := split_npz_entry(path)) is not None:
+        element = _npz_element(str(path), *entry)
+        return hashlib.sha256(np.ascontiguousarray(element).tobytes()).hexdigest()
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise UnreadableImageError(str(path), _os_reason(exc)) from exc
+    return digest.hexdigest()
+
+
+def _os_reason(exc: OSError) -> str:
+    return f"cannot read file: {exc.strerror or exc}"  # e.g. "No such file or directory"
+
+
+def _check_pixels(path: str, n_pixels: int, max_pixels: int) -> None:
+    if n_pixels > max_pixels:
+        reason = f"{n_pixels} pixels exceeds the limit of {max_pixels} (decompression-bomb guard)"
+        raise UnreadableImageError(path, reason)
+
+
+def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+    """Linearly map [lo, hi] (default: the image's own min/max) onto 0..255."""
+    arr = np.asarray(arr, dtype=np.float64)
+    lo = float(np.nanmin(arr)) if lo is None else lo
+    hi = float(np.nanmax(arr)) if hi is None else hi
+    if not hi > lo:  # constant image (or all NaN): nothing to stretch
+        return np.zeros(arr.shape, dtype=np.uint8)
+    scaled = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _normalize_mode(img: Image.Image) -> Image.Image:
+    """Reduce Pillow's many modes to L or RGB without losing the visible content."""
+    if img.mode in ("L", "RGB"):
+        return img
+    if img.mode in ("1", "LA", "La"):
+        return img.convert("L")
+    if img.mode.startswith("I") or img.mode == "F":  # 16/32-bit int or float grayscale
+        return Image.fromarray(_to_uint8(np.asarray(img)))
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")  # P, PA, RGBA (alpha dropped), CMYK, YCbCr, LAB, HSV
+
+
+def _read_pillow(path: str, max_pixels: int, draft_size: tuple[int, int] | None) -> Image.Image:
+    try:
+        # Pillow's own bomb check warns in Image.open: an error here only, filters restored.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_pixels(path, img.width * img.height, max_pixels)
+                if draft_size is not None:
+                    height, width = draft_size
+                    if img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
+                        height, width = width, height  # stored rotated by 90 degrees
+                    img.draft(None, (width, height))
+                img.load()
+                ImageOps.exif_transpose(img, in_place=True)
+                return _normalize_mode(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImageError(path, f"{exc} (decompression-bomb guard of Pillow)") from exc
+    except UnidentifiedImageError as exc:
+        raise UnreadableImageError(path, "not an image file (cannot identify format)") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise UnreadableImageError(path, f"truncated or corrupt image data: {exc}") from exc
+
+
+def _read_dicom(path: str, max_pixels: int) -> Image.Image:
+    import pydicom  # deferred: only DICOM datasets pay for the import
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
+
+    try:  # force: a .dcm file may lack the 128-byte preamble and the "DICM" magic
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # pydicom raises many types for malformed files
+        raise UnreadableImageError(path, f"corrupt DICOM file: {exc}") from exc
+    if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
+        raise UnreadableImageError(path, "not a DICOM image (no pixel data found)")
+    _check_pixels(path, int(ds.Rows) * int(ds.Columns), max_pixels)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    try:
+        frame = pixel_array(ds, index=0)  # multi-frame: decode only the first frame
+        if photometric == "PALETTE COLOR":
+            rgb = apply_color_lut(frame, ds)
+            return Image.fromarray(_to_uint8(rgb, 0, np.iinfo(rgb.dtype).max))
+        if frame.ndim == 3:  # RGB, or YBR already converted to RGB by pydicom
+            top = 2 ** int(ds.get("BitsStored", 8)) - 1
+            return Image.fromarray(_to_uint8(frame[..., :3], 0, top))
+        gray = _apply_voi(apply_modality_lut(frame, ds), ds)
+    except Exception as exc:  # missing decoder plugin, bad LUT, wrong pixel length, ...
+        raise UnreadableImageError(path, f"cannot decode DICOM pixel data: {exc}") from exc
+    if photometric == "MONOCHROME1":  # low values are white: flip to the usual convention
+        gray = 255 - gray
+    return Image.fromarray(gray)
+
+
+def _apply_voi(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Apply the VOI LUT or window and scale its whole output range (not the image's) to 8 bit,
+    so that clipped values really become 0 and 255; without VOI, use the image's min-max."""
+    from pydicom.pixels import apply_voi, apply_windowing
+
+    seq = ds.get("VOILUTSequence")
+    if seq and "LUTDescriptor" in seq[0] and "LUTData" in seq[0]:
+        entries, first, _ = seq[0].LUTDescriptor
+        voi, probe = apply_voi, np.arange(first, first + (entries or 65536))  # every LUT entry
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        voi, probe = apply_windowing, np.array([-np.inf, np.inf])  # -> (y_min, y_max)
+    else:
+        return _to_uint8(values)
+    out_range = voi(probe, ds)
+    return _to_uint8(voi(values, ds), float(out_range.min()), float(out_range.max()))
+
+
+@functools.lru_cache(maxsize=4)
+def _npz_array(npz_path: str, key: str, _mtime_ns: int, _size: int) -> np.ndarray:
+    """Load one whole array once; mtime/size in the key drop stale entries if the file changes."""
+    with np.load(npz_path, allow_pickle=False) as npz:
+        arr = npz[key]
+    arr.flags.writeable = False
+    return arr
+
+
+def _npz_element(path: str, npz_path: Path, key: str, index: int) -> np.ndarray:
+    try:
+        stat = os.stat(npz_path)
+        arr = _npz_array(str(npz_path), key, stat.st_mtime_ns, stat.st_size)
+    except OSError as exc:
+        raise UnreadableImageError(path, _os_reason(exc)) from exc
+    except KeyError as exc:
+        raise UnreadableImageError(path, f"npz file has no array named {key!r}") from exc
+    except Exception as exc:  # not a zip, pickled objects, truncated archive, ...
+        raise UnreadableImageError(path, f"not a readable npz file: {exc}") from exc
+    if arr.ndim < 1 or index >= arr.shape[0]:
+        raise UnreadableImageError(path, f"index {index} out of range for {key!r} {arr.shape}")
+    return arr[index]
+
+
+def _array_to_image(path: str, element: np.ndarray, max_pixels: int) -> Image.Image:
+    """MedMNIST stores (H, W) grayscale or (H, W, 3) RGB uint8 arrays."""
+    if element.ndim == 3 and element.shape[2] == 1:
+        element = element[:, :, 0]
+    if not (element.ndim == 2 or (element.ndim == 3 and element.shape[2] == 3)):
+        raise UnreadableImageError(path, f"array element of shape {element.shape} is no image")
+    _check_pixels(path, element.shape[0] * element.shape[1], max_pixels)
+    if element.dtype != np.uint8:
+        element = _to_uint8(element)
+    return Image.fromarray(np.ascontiguousarray(element))

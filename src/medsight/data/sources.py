@@ -1,0 +1,206 @@
+"""Data sources: a folder per class, a CSV sheet or a MedMNIST ``.npz``, all giving one contract.
+
+Every source returns an :class:`ImageTable`: one row per image with its ``path``, ``label``
+(class name), ``patient`` (or None) and ``split`` (or None), plus the ordered class names.
+Everything downstream (splits, training, evaluation) only ever sees that table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medsight.data.io import is_image_file, npz_entry
+from medsight.data.patients import patient_from_filename
+from medsight.errors import DataError
+
+COLUMNS = ["path", "label", "patient", "split"]
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}  # fmt: skip
+PATH_COLUMNS = ("path", "filename", "file", "image", "image_path")
+LABEL_COLUMNS = ("label", "class", "finding", "target")
+PATIENT_COLUMNS = ("patient", "patientid", "patient_id", "subject")
+
+
+@dataclass
+class ImageTable:
+    """Images with their labels, patients and splits: the one contract every source gives."""
+
+    frame: pd.DataFrame
+    class_names: list[str]
+    source: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Class indices aligned with ``frame`` rows."""
+        index = {name: i for i, name in enumerate(self.class_names)}
+        return self.frame["label"].map(index).to_numpy(dtype=np.int64)
+
+    @property
+    def has_splits(self) -> bool:
+        return bool(self.frame["split"].notna().any())
+
+    def subset(self, split: str) -> ImageTable:
+        """The rows of one split, with the same class names."""
+        rows = self.frame[self.frame["split"] == split].reset_index(drop=True)
+        return ImageTable(rows, self.class_names, self.source, self.skipped)
+
+    def select(self, mask: np.ndarray | pd.Series) -> ImageTable:
+        rows = self.frame[np.asarray(mask, dtype=bool)].reset_index(drop=True)
+        return ImageTable(rows, self.class_names, self.source, self.skipped)
+
+
+def load_table(path: str | Path, class_names: list[str] | None = None) -> ImageTable:
+    """Open any supported source: a folder, a ``.csv`` sheet or a MedMNIST ``.npz`` file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"{path}: no such file or folder (expected a class-folder tree, a CSV "
+            "with path,label[,patient,split] columns, or a MedMNIST .npz)"
+        )
+    if path.is_dir():
+        table = from_folder(path)
+    elif path.suffix.lower() == ".csv":
+        table = from_csv(path)
+    elif path.suffix.lower() == ".npz":
+        table = from_npz(path, class_names)
+    else:
+        raise DataError(f"{path}: unsupported data source (use a folder, a .csv or a .npz)")
+    if not len(table):
+        raise DataError(f"{path}: no images found")
+    return table
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def from_folder(root: Path) -> ImageTable:
+    """A folder per class, optionally under ``train/``, ``val/``, ``test/`` split folders."""
+    subdirs = _class_dirs(root)
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
+    if split_dirs and len(split_dirs) == len(subdirs):
+        layout = [(SPLIT_ALIASES[d.name.lower()], c) for d in split_dirs for c in _class_dirs(d)]
+    else:
+        layout = [(None, c) for c in subdirs]
+    if not layout:
+        raise DataError(
+            f"{root}: expected one sub-folder per class (e.g. {root}/NORMAL/, "
+            f"{root}/PNEUMONIA/), optionally under train/, val/, test/"
+        )
+    rows = []
+    for split, class_dir in layout:
+        for file in sorted(class_dir.rglob("*")):
+            if file.is_file() and is_image_file(file) and not file.name.startswith("."):
+                rows.append((str(file), class_dir.name, patient_from_filename(file), split))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    class_names = sorted({c.name for _, c in layout})
+    return ImageTable(frame, class_names, f"folder {root}")
+
+
+def _pick(columns: list[str], candidates: tuple[str, ...], csv: Path, required: bool) -> str | None:
+    lowered = {c.lower(): c for c in columns}
+    for name in candidates:
+        if name in lowered:
+            return lowered[name]
+    if required:
+        raise DataError(
+            f"{csv}: no column named any of {', '.join(candidates)} "
+            f"(columns are: {', '.join(columns)})"
+        )
+    return None
+
+
+def from_csv(csv: Path) -> ImageTable:
+    """A sheet with path and label columns (patient and split optional).
+
+    Relative paths are resolved against the CSV's folder. Rows whose image file is missing are
+    skipped and listed in ``skipped`` rather than failing the whole sheet.
+    """
+    try:
+        sheet = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv}: not a readable CSV file ({exc})") from exc
+    columns = list(sheet.columns)
+    path_col = _pick(columns, PATH_COLUMNS, csv, required=True)
+    label_col = _pick(columns, LABEL_COLUMNS, csv, required=True)
+    patient_col = _pick(columns, PATIENT_COLUMNS, csv, required=False)
+    split_col = _pick(columns, ("split", "fold_split", "subset"), csv, required=False)
+    rows, skipped = [], []
+    for number, record in enumerate(sheet.to_dict("records"), start=2):
+        raw = record[path_col].strip()
+        label = record[label_col].strip()
+        if not raw or not label:
+            skipped.append((f"{csv}:{number}", "row has an empty path or label"))
+            continue
+        file = (
+            raw
+            if "::" in raw
+            else str((csv.parent / raw) if not Path(raw).is_absolute() else Path(raw))
+        )
+        if "::" not in file and not Path(file).is_file():
+            skipped.append((file, f"listed in {csv} line {number} but the file does not exist"))
+            continue
+        patient = record[patient_col].strip() if patient_col else ""
+        split = record[split_col].strip().lower() if split_col else ""
+        if split and split not in SPLIT_ALIASES:
+            raise DataError(
+                f"{csv} line {number}: unknown split {split!r} (use train, val or test)"
+            )
+        rows.append((file, label, patient or patient_from_filename(file), SPLIT_ALIASES.get(split)))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return ImageTable(frame, sorted(frame["label"].unique()), f"csv {csv}", skipped)
+
+
+def medmnist_class_names(flag: str) -> list[str] | None:
+    """Class names from the ``medmnist`` package's INFO table, when it is installed."""
+    try:
+        from medmnist import INFO
+    except ImportError:
+        return None
+    info = INFO.get(flag)
+    if not info:
+        return None
+    return [info["label"][str(i)] for i in range(len(info["label"]))]
+
+
+def from_npz(npz: Path, class_names: list[str] | None = None) -> ImageTable:
+    """A MedMNIST file: arrays ``{split}_images`` and ``{split}_labels`` for each split."""
+    try:
+        with np.load(npz) as arrays:
+            shapes = {key: arrays[key].shape for key in arrays.files}
+            labels = {
+                key: arrays[key].reshape(len(arrays[key]), -1)[:, 0]
+                for key in arrays.files
+                if key.endswith("_labels")
+            }
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{npz}: not a readable .npz file ({exc})") from exc
+    if class_names is None:
+        class_names = medmnist_class_names(npz.stem.split("_")[0])
+    rows = []
+    for split in ("train", "val", "test"):
+        if f"{split}_images" not in shapes or f"{split}_labels" not in labels:
+            continue
+        for i, value in enumerate(labels[f"{split}_labels"]):
+            rows.append((npz_entry(npz, f"{split}_images", i), int(value), None, split))
+    if not rows:
+        raise DataError(
+            f"{npz}: no '<split>_images' / '<split>_labels' arrays "
+            f"(found: {', '.join(shapes)}); is it a MedMNIST file?"
+        )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    n_classes = int(frame["label"].max()) + 1
+    names = class_names or [str(i) for i in range(n_classes)]
+    frame["label"] = [names[i] for i in frame["label"]]
+    return ImageTable(frame, list(names), f"medmnist {npz}")

@@ -1,0 +1,116 @@
+"""The model bundle: the one artefact that flows from training to evaluate, predict and serve.
+
+A bundle folder holds ``model.safetensors`` (weights only: loading never unpickles code) and
+``bundle.json`` (architecture, preprocessing, class names, positive class, decision threshold,
+evaluation summary). Nothing downstream needs the recipe again, so serving cannot drift from
+training.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ValidationError
+from safetensors.torch import load_file, save_file
+
+from medsight.data.transforms import eval_transform
+from medsight.errors import MedsightError
+from medsight.fsutil import atomic_dir
+from medsight.models.zoo import create_model
+
+FORMAT_VERSION = 1
+
+
+class BundleSpec(BaseModel):
+    """Everything needed to rebuild the model and feed it images exactly as in training."""
+
+    format_version: int = FORMAT_VERSION
+    model_name: str
+    model_kwargs: dict[str, Any] = {}
+    class_names: list[str]
+    positive_class: str | None = None
+    image_size: tuple[int, int]
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    threshold: float = 0.5
+    recipe: str | None = None
+    metrics: dict[str, Any] = {}
+    created: str = ""
+    medsight_version: str = ""
+
+    @property
+    def positive_index(self) -> int | None:
+        return self.class_names.index(self.positive_class) if self.positive_class else None
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model in eval mode plus its spec."""
+
+    model: torch.nn.Module
+    spec: BundleSpec
+
+    @torch.inference_mode()
+    def predict_proba(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities for (N, H, W, C) uint8 images already resized to the spec."""
+        transform = eval_transform(self.spec.channels, self.spec.mean, self.spec.std)
+        out = []
+        for start in range(0, len(pixels), batch_size):
+            batch = torch.from_numpy(pixels[start : start + batch_size]).permute(0, 3, 1, 2)
+            out.append(torch.softmax(self.model(transform(batch)), dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.spec.class_names)))
+
+
+def save_bundle(folder: Path, model: torch.nn.Module, spec: BundleSpec) -> Path:
+    """Write a bundle atomically (a kill never leaves a half-written one)."""
+    from medsight import __version__
+
+    spec = spec.model_copy(
+        update={
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "medsight_version": __version__,
+        }
+    )
+    with atomic_dir(folder) as tmp:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "bundle.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+    return folder
+
+
+def load_bundle(folder: str | Path) -> Bundle:
+    """Load a bundle folder (or the run directory that holds ``bundle/``)."""
+    folder = Path(folder)
+    if (folder / "bundle" / "bundle.json").is_file():
+        folder = folder / "bundle"
+    spec_file, weights = folder / "bundle.json", folder / "model.safetensors"
+    if not spec_file.is_file() or not weights.is_file():
+        raise MedsightError(
+            f"{folder}: not a medsight bundle (expected bundle.json and "
+            "model.safetensors; a training run writes one to RUN_DIR/bundle)"
+        )
+    try:
+        spec = BundleSpec.model_validate_json(spec_file.read_text())
+    except ValidationError as exc:
+        raise MedsightError(f"{spec_file}: invalid bundle description: {exc}") from exc
+    if spec.format_version > FORMAT_VERSION:
+        raise MedsightError(
+            f"{folder}: bundle format {spec.format_version} is newer than this "
+            f"medsight understands ({FORMAT_VERSION}); upgrade medsight"
+        )
+    model = create_model(
+        spec.model_name,
+        num_classes=len(spec.class_names),
+        in_channels=spec.channels,
+        image_size=spec.image_size,
+        **spec.model_kwargs,
+    )
+    model.load_state_dict(load_file(str(weights)))
+    return Bundle(model.eval(), spec)

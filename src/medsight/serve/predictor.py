@@ -1,0 +1,47 @@
+"""Predictions for a table of images with a bundle: decode as in training, then score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medsight.data.dataset import decode_images
+from medsight.data.sources import ImageTable
+from medsight.evaluate.metrics import decide
+from medsight.progress import Progress
+from medsight.serve.bundle import Bundle
+
+
+def predict_table(
+    bundle: Bundle, table: ImageTable, batch_size: int = 128
+) -> tuple[pd.DataFrame, np.ndarray, list[tuple[str, str]]]:
+    """Score every readable image of ``table``.
+
+    Returns the predictions frame (path, label, probability, prediction), the full class
+    probability matrix aligned with it, and the unreadable files as ``(path, reason)``.
+    ``probability`` is the positive (disease) class's probability for a binary bundle, else the
+    predicted class's.
+    """
+    spec = bundle.spec
+    pixels, failures = decode_images(list(table.frame["path"]), spec.image_size, spec.channels)
+    bad = {path for path, _ in failures}
+    keep = ~table.frame["path"].isin(bad).to_numpy()
+    pixels, frame = pixels[keep], table.frame[keep].reset_index(drop=True)
+    probs = np.zeros((len(pixels), len(spec.class_names)), dtype=np.float32)
+    with Progress(len(pixels), "predict", "img") as bar:
+        for start in range(0, len(pixels), batch_size):
+            chunk = pixels[start : start + batch_size]
+            probs[start : start + len(chunk)] = bundle.predict_proba(chunk, batch_size)
+            bar.update(len(chunk))
+    predicted = decide(probs, spec.positive_index, spec.threshold)
+    pos = spec.positive_index
+    probability = probs[:, pos] if pos is not None else probs.max(axis=1)
+    out = pd.DataFrame(
+        {
+            "path": frame["path"],
+            "label": frame["label"],
+            "probability": probability.round(6),
+            "prediction": [spec.class_names[i] for i in predicted],
+        }
+    )
+    return out, probs, failures
