@@ -28,3 +28,20 @@ def malaria_dir(datasets_dir: Path) -> Path:
     if not path.is_dir():
         pytest.skip(f"malaria dataset not found at {path}")
     return path
+
+
+def _spread(files: list[Path], n: int) -> list[Path]:
+    """Every k-th file of a sorted list: a small subset that still spans many patients."""
+    step = max(1, len(files) // n)
+    return files[::step][:n]
+
+
+@pytest.fixture(scope="session")
+def malaria_subset(malaria_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A class-folder copy of 300 real malaria cells per class (symlinks), many patients."""
+    root = tmp_path_factory.mktemp("malaria_subset")
+    for class_dir in sorted(p for p in malaria_dir.iterdir() if p.is_dir()):
+        (root / class_dir.name).mkdir()
+        for file in _spread(sorted(class_dir.glob("*.png")), 300):
+            (root / class_dir.name / file.name).symlink_to(file)
+    return root

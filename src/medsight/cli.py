@@ -106,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("lightning").setLevel(logging.WARNING)
     try:
         _run(args)
     except MedsightError as exc:

@@ -61,8 +61,22 @@ class ImageTable:
 
 
 def load_table(path: str | Path, class_names: list[str] | None = None) -> ImageTable:
-    """Open any supported source: a folder, a ``.csv`` sheet or a MedMNIST ``.npz`` file."""
+    """Open any supported source: a folder, a ``.csv`` sheet or a MedMNIST ``.npz`` file.
+
+    A public dataset's name (``malaria``) that is not a local path is downloaded into the cache
+    (``MEDSIGHT_DATA``) on first use. ``medmnist:<flag>`` (e.g. ``medmnist:pneumoniamnist``)
+    downloads that MedMNIST file, through the ``medmnist`` package's URLs and checksums.
+    """
+    if str(path).startswith("medmnist:"):
+        from medsight.data.download import download_medmnist
+
+        flag = str(path).split(":", 1)[1]
+        return from_npz(download_medmnist(flag), class_names or medmnist_class_names(flag))
     path = Path(path).expanduser()
+    if not path.exists() and str(path) in _remote_names():
+        from medsight.data.download import download_dataset
+
+        path = download_dataset(str(path))
     if not path.exists():
         raise DataError(
             f"{path}: no such file or folder (expected a class-folder tree, a CSV "
@@ -79,6 +93,12 @@ def load_table(path: str | Path, class_names: list[str] | None = None) -> ImageT
     if not len(table):
         raise DataError(f"{path}: no images found")
     return table
+
+
+def _remote_names() -> set[str]:
+    from medsight.data.download import DATASETS
+
+    return set(DATASETS)
 
 
 def _class_dirs(folder: Path) -> list[Path]:

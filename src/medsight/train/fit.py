@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -34,6 +35,8 @@ from medsight.serve.bundle import Bundle, BundleSpec, save_bundle
 from medsight.train.module import Classifier, HistoryAndProgress
 
 log = logging.getLogger(__name__)
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU/tips chatter
+warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=Warning)
 NEGATIVE_NAMES = {"normal", "uninfected", "healthy", "negative", "no finding", "benign", "0"}
 
 

@@ -18,15 +18,9 @@ from medsight.progress import Progress, interactive, log_event
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The recipe's optimiser; Adagrad uses Keras' defaults so tutorial (a) is faithful."""
+    """The recipe's optimiser, with Keras' epsilon so the tutorials' settings carry over."""
     if cfg.optimizer == "adagrad":
-        return torch.optim.Adagrad(
-            params,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            initial_accumulator_value=0.1,
-            eps=1e-7,
-        )
+        return torch.optim.Adagrad(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-7)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=1e-7)
     if cfg.optimizer == "adamw":

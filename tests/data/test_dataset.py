@@ -1,0 +1,41 @@
+"""Decoding into the in-memory cache: unreadable files are reported, not fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medsight.data.dataset import ArrayDataset, decode_images
+from medsight.data.io import load_image
+from medsight.data.transforms import eval_transform
+
+
+def test_decode_skips_and_reports_broken_files(malaria_subset: Path, tmp_path: Path) -> None:
+    good = sorted(malaria_subset.rglob("*.png"))[:6]
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good[0].read_bytes()[:200])
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    paths = (
+        [str(p) for p in good[:3]]
+        + [str(empty), str(truncated), str(text)]
+        + [str(p) for p in good[3:]]
+    )
+    pixels, failures = decode_images(paths, (32, 32), 3)
+    assert pixels.shape == (9, 32, 32, 3) and pixels.dtype == np.uint8
+    assert sorted(p for p, _ in failures) == sorted([str(empty), str(truncated), str(text)])
+    reasons = dict(failures)
+    assert "empty" in reasons[str(empty)]
+    for i in (0, 1, 2, 6, 7, 8):  # readable files decoded exactly as load_image does
+        assert np.array_equal(pixels[i], load_image(paths[i], (32, 32), 3))
+
+
+def test_array_dataset_yields_normalised_tensors() -> None:
+    pixels = np.full((2, 8, 8, 3), 255, dtype=np.uint8)
+    dataset = ArrayDataset(pixels, np.array([1, 0]), eval_transform(3, (0.5,), (0.5,)))
+    image, label = dataset[0]
+    assert tuple(image.shape) == (3, 8, 8) and label == 1
+    assert float(image.min()) == 1.0  # (1 - 0.5) / 0.5
