@@ -125,3 +125,11 @@ def test_a_non_empty_out_folder_is_never_overwritten(run: Path, tmp_path: Path) 
     with pytest.raises(MedsightError, match="not a medsight run directory"):
         api.train("malaria-lenet", run / "splits.csv", tmp_path, epochs=1, overwrite=True)
     assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_evaluate_rejects_classes_the_model_does_not_know(run: Path, tmp_path: Path) -> None:
+    (tmp_path / "data" / "Healthy").mkdir(parents=True)
+    source = pd.read_csv(run / "splits.csv")["path"].iloc[0]
+    (tmp_path / "data" / "Healthy" / "cell.png").write_bytes(Path(source).read_bytes())
+    with pytest.raises(MedsightError, match=r"classes \['Healthy'\] are not known"):
+        api.evaluate(run, tmp_path / "data", tmp_path / "eval")
