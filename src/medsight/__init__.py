@@ -7,7 +7,7 @@ The Python API mirrors the ``medsight`` command: each sub-command is one functio
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["download", "evaluate", "inspect", "list_recipes", "train", "__version__"]
+__all__ = ["download", "evaluate", "inspect", "list_recipes", "resume", "train", "__version__"]
 
 
 def __getattr__(name: str):  # PEP 562: import the heavy API (torch) only when used

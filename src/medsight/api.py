@@ -38,8 +38,13 @@ def train(
     seed: int | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     overwrite: bool = False,
+    devices: int = 1,
 ) -> Path:
-    """Train a recipe (built-in name or YAML path) on ``data``; returns the run directory."""
+    """Train a recipe (built-in name or YAML path) on ``data``; returns the run directory.
+
+    ``devices`` > 1 trains with DDP across that many processes on this machine (or per node,
+    under torchrun / SLURM).
+    """
     from medsight.train.fit import train as fit
 
     extra = list(overrides)
@@ -47,7 +52,14 @@ def train(
         extra.append(f"train.epochs={epochs}")
     if seed is not None:
         extra.append(f"train.seed={seed}")
-    return fit(load_recipe(recipe, extra), data, out, overwrite=overwrite)
+    return fit(load_recipe(recipe, extra), data, out, overwrite=overwrite, devices=devices)
+
+
+def resume(run: str | Path, devices: int = 1) -> Path:
+    """Continue an interrupted run from its last checkpoint, with its own config and splits."""
+    from medsight.train.fit import resume as resume_run
+
+    return resume_run(run, devices=devices)
 
 
 def _align_classes(table: ImageTable, class_names: list[str]) -> ImageTable:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from medsight import __version__
 from medsight.errors import MedsightError
@@ -36,9 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     train = commands.add_parser("train", help="train a recipe and write a run directory")
-    train.add_argument("--recipe", required=True, help="built-in recipe name or a .yaml file")
-    train.add_argument("--data", required=True, help="class-folder tree, CSV sheet or .npz")
-    train.add_argument("--out", required=True, help="run directory to create")
+    train.add_argument("--recipe", help="built-in recipe name or a .yaml file")
+    train.add_argument("--data", help="class-folder tree, CSV sheet, .npz or dataset name")
+    train.add_argument("--out", help="run directory to create")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint "
+        "(no --recipe/--data/--out needed)",
+    )
+    train.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="train with DDP over N processes (per node; see README)",
+    )
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument("--seed", type=int, help="override train.seed")
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
@@ -68,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_run(run: Path) -> None:
+    if not (run / "metrics.json").is_file():  # a DDP worker process: rank 0 reports
+        return
+    metrics = json.loads((run / "metrics.json").read_text())
+    print(
+        f"run written to {run}; {metrics['split']} accuracy {metrics['accuracy']:.3f} "
+        f"on {metrics['n']} images; report: {run / 'report.html'}"
+    )
+
+
 def _run(args: argparse.Namespace) -> None:
     from medsight import api
 
@@ -76,14 +99,23 @@ def _run(args: argparse.Namespace) -> None:
         print(json.dumps(found.to_dict(), indent=2) if args.json else found.text())
     elif args.command == "data":
         print(api.download(args.name, args.root))
+    elif args.command == "train" and args.resume:
+        _report_run(api.resume(args.resume, args.devices))
     elif args.command == "train":
-        run = api.train(
-            args.recipe, args.data, args.out, args.epochs, args.seed, args.overrides, args.overwrite
-        )
-        metrics = json.loads((run / "metrics.json").read_text())
-        print(
-            f"run written to {run}; {metrics['split']} accuracy {metrics['accuracy']:.3f} "
-            f"on {metrics['n']} images; report: {run / 'report.html'}"
+        missing = [f"--{n}" for n in ("recipe", "data", "out") if not getattr(args, n)]
+        if missing:
+            raise MedsightError(f"train needs {', '.join(missing)} (or --resume RUN_DIR)")
+        _report_run(
+            api.train(
+                args.recipe,
+                args.data,
+                args.out,
+                args.epochs,
+                args.seed,
+                args.overrides,
+                args.overwrite,
+                args.devices,
+            )
         )
     elif args.command == "evaluate":
         metrics = api.evaluate(args.bundle, args.data, args.out, args.split)

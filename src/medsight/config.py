@@ -60,6 +60,9 @@ class AugmentConfig(Strict):
 class ModelConfig(Strict):
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    # None (random init), "imagenet", a weights file (.safetensors / .pt / .pth state dict),
+    # or a medsight bundle folder (medical-to-medical transfer). See medsight.models.pretrained.
+    pretrained: str | None = None
 
 
 class TrainConfig(Strict):
@@ -68,9 +71,19 @@ class TrainConfig(Strict):
     optimizer: Literal["adagrad", "adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["none", "cosine", "onecycle"] = "none"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_balance: Literal["none", "weights", "sampler"] = "none"
+    precision: Literal["32", "bf16"] = "32"  # bf16: autocast on CPU (faster on AVX-512 BF16)
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
+    early_stopping: int | None = Field(None, ge=1, description="patience in epochs")
     num_workers: int = Field(2, ge=0)
     seed: int = 42
+    # transfer learning: train only the head for the first freeze_epochs, then unfreeze
+    # ("all" or the last N stages) with lr * unfreeze_lr_factor
+    freeze_epochs: int = Field(0, ge=0)
+    unfreeze: Literal["all"] | int = "all"
+    unfreeze_lr_factor: float = Field(0.1, gt=0)
 
 
 class Recipe(Strict):

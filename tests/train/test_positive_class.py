@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from medsight.errors import ConfigError
-from medsight.train.fit import positive_class
+from medsight.train.prepare import positive_class
 
 
 @pytest.mark.parametrize(

@@ -3,20 +3,26 @@
 Decoding, not the model, bounds small-image training on CPU: caching the resized pixels means
 epochs after the first never touch the files again. Unreadable files are found here, before
 training starts, and reported instead of crashing in the middle of an epoch.
+
+Randomness is a function of (seed, epoch, image) only (:class:`EpochSampler` and the seeded
+items of :class:`ArrayDataset`), so a resumed, multi-worker or multi-process run draws the same
+shuffles and augmentations as one uninterrupted run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from medsight.data.io import load_image
 from medsight.errors import UnreadableImageError
 from medsight.progress import Progress
+
+EPOCH_STRIDE = 1_000_003  # a prime: (seed, epoch, index) -> distinct RNG seeds
 
 
 def decode_images(
@@ -42,6 +48,44 @@ def decode_images(
     return pixels, failures
 
 
+class EpochSampler(Sampler[int]):
+    """Shuffled or class-balanced indices drawn from (seed, epoch), sharded across processes.
+
+    Each index it yields is ``(epoch + 1) * len(labels) + i`` so that :class:`ArrayDataset` can seed
+    the augmentation of image ``i`` in this epoch, whichever worker or process draws it.
+    """
+
+    def __init__(self, labels: np.ndarray, seed: int, balanced: bool = False):
+        self.labels, self.seed, self.balanced = np.asarray(labels), seed, balanced
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at every epoch start
+        self.epoch = epoch
+
+    def _shard(self) -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def __len__(self) -> int:
+        _, world = self._shard()
+        return -(-len(self.labels) // world)
+
+    def __iter__(self) -> Iterator[int]:
+        n = len(self.labels)
+        generator = torch.Generator().manual_seed(self.seed * EPOCH_STRIDE + self.epoch)
+        if self.balanced:
+            counts = np.bincount(self.labels)
+            weights = torch.as_tensor(1.0 / counts[self.labels], dtype=torch.double)
+            order = torch.multinomial(weights, n, replacement=True, generator=generator)
+        else:
+            order = torch.randperm(n, generator=generator)
+        rank, world = self._shard()
+        size = len(self) * world
+        order = torch.cat([order, order[: size - n]])[rank::world]  # equal share per process
+        return iter((order + (self.epoch + 1) * n).tolist())
+
+
 class ArrayDataset(Dataset):
     """(image tensor, label) pairs from a decoded uint8 array and a transform."""
 
@@ -50,12 +94,16 @@ class ArrayDataset(Dataset):
         pixels: np.ndarray,
         labels: np.ndarray,
         transform: Callable[[torch.Tensor], torch.Tensor],
+        seed: int = 0,
     ):
-        self.pixels, self.labels, self.transform = pixels, labels, transform
+        self.pixels, self.labels, self.transform, self.seed = pixels, labels, transform, seed
 
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, int]:
+        epoch, i = divmod(int(key), len(self.pixels))
+        if epoch:  # drawn by EpochSampler: augmentation seeded by (seed, epoch, image)
+            torch.manual_seed((self.seed * EPOCH_STRIDE + epoch) * EPOCH_STRIDE + i)
         image = torch.from_numpy(self.pixels[i]).permute(2, 0, 1)
         return self.transform(image), int(self.labels[i])

@@ -1,12 +1,16 @@
 """The tutorials' own small networks, layer for layer (GUIDE § 1), in PyTorch.
 
 They end in logits: the softmax of the Keras originals is folded into the cross-entropy loss.
+Each has ``features`` (the conv blocks, the stages that :mod:`medsight.models.freeze` unfreezes)
+and ``classifier`` (the head); tutorial (d)'s VGG16 has a timm ``base`` instead of ``features``.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from medsight.errors import ConfigError
 
 
 def keras_init(module: nn.Module) -> None:
@@ -55,3 +59,108 @@ class MalariaLeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+class CovidScratchCNN(nn.Module):
+    """Tutorial (b): Conv32(5x5)-Pool-Conv64(5x5)-Pool-Dense512-Dense, all convs 'valid'."""
+
+    def __init__(
+        self, num_classes: int = 2, in_channels: int = 3, image_size: tuple[int, int] = (128, 128)
+    ):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(_flat_features(self.features, in_channels, image_size), 512),
+            nn.ReLU(),
+            nn.Linear(512, num_classes),
+        )
+        keras_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class KermanyCNN(nn.Module):
+    """Tutorial (c): three 'valid' 3x3 convs (32-64-64) with pooling, Dense128 with the
+    tutorial's sigmoid activation, Dropout, Dense."""
+
+    def __init__(
+        self, num_classes: int = 2, in_channels: int = 3, image_size: tuple[int, int] = (150, 150)
+    ):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(_flat_features(self.features, in_channels, image_size), 128),
+            nn.Sigmoid(),
+            nn.Dropout(0.5),
+            nn.Linear(128, num_classes),
+        )
+        keras_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class VGG16Head(nn.Module):
+    """Tutorial (d): VGG16 conv base (timm's ``vgg16``, without its fully connected top) and
+    AvgPool(4x4)-Flatten-Dense64-Dropout-Dense.
+
+    ``base`` is a timm ``vgg16`` whose ``pre_logits``/``head`` are pruned, so weights for timm's
+    (or torchvision's) vgg16 load into it by name; :mod:`medsight.models.pretrained` targets it.
+    """
+
+    base_arch = "vgg16"
+
+    def __init__(
+        self, num_classes: int = 2, in_channels: int = 3, image_size: tuple[int, int] = (224, 224)
+    ):
+        super().__init__()
+        import timm
+
+        side = min(image_size) // 32  # the conv base halves the size five times
+        if side < 4:
+            raise ConfigError(
+                f"vgg16_tutorial_head needs images of at least 128x128 (got {image_size}): "
+                "its 4x4 average pooling runs on the 1/32-size feature map"
+            )
+        # Built on the meta device and pruned before allocation: the unused 4096-wide fully
+        # connected top holds 120 M parameters and would take ~1.5 s to initialise.
+        self.base = timm.create_model("vgg16", in_chans=in_channels, num_classes=0, device="meta")
+        self.base.prune_intermediate_layers(prune_head=True)
+        self.base.to_empty(device="cpu")
+        for layer in self.base.modules():
+            if isinstance(layer, nn.Conv2d):  # timm's VGG initialisation
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+        pooled = (image_size[0] // 32 // 4) * (image_size[1] // 32 // 4)
+        self.classifier = nn.Sequential(
+            nn.AvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(512 * pooled, 64),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(64, num_classes),
+        )
+        keras_init(self.classifier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.base.forward_features(x))

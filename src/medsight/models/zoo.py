@@ -11,11 +11,23 @@ from typing import Any
 from torch import nn
 
 from medsight.errors import ConfigError
-from medsight.models.seed_cnns import MalariaLeNet
+from medsight.models.seed_cnns import CovidScratchCNN, KermanyCNN, MalariaLeNet, VGG16Head
 
 Factory = Callable[..., nn.Module]
 REGISTRY: dict[str, tuple[Factory, str]] = {
     "malaria_lenet": (MalariaLeNet, "tutorial (a): LeNet-style CNN, 3 conv layers, ~0.5 M params"),
+    "covid_scratch_cnn": (
+        CovidScratchCNN,
+        "tutorial (b): 2 conv layers (5x5) + Dense512, ~28 M params at 128 px",
+    ),
+    "kermany_cnn": (
+        KermanyCNN,
+        "tutorial (c): 3 conv layers + Dense128 (sigmoid), ~2.4 M params at 150 px",
+    ),
+    "vgg16_tutorial_head": (
+        VGG16Head,
+        "tutorial (d): VGG16 conv base + AvgPool-Dense64 head, ~15 M params, >= 128 px",
+    ),
 }
 
 
@@ -39,7 +51,7 @@ def create_model(
         )
     import timm
 
-    if not timm.list_models(name):
+    if not timm.is_model(name):
         raise ConfigError(
             f"unknown model {name!r}: not in medsight's registry "
             f"({', '.join(REGISTRY)}) nor in timm (see timm.list_models())"

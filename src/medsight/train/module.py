@@ -1,12 +1,15 @@
 """The LightningModule that trains any zoo model as a classifier, and its callbacks.
 
-Lightning is the training engine: it brings checkpoints, multi-process training and
+Lightning is the training engine: it brings checkpoints, resuming, multi-process training and
 precision options, so medsight only describes what is specific to classification.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -28,13 +31,31 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
 
 
+def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
+    """Multiplier of the base learning rate at each optimiser step: a cosine decay when asked,
+    and ``unfreeze_lr_factor`` once the base is unfrozen (fine-tuning at a lower rate)."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        value = 1.0
+        if cfg.freeze_epochs and step // steps_per_epoch >= cfg.freeze_epochs:
+            value *= cfg.unfreeze_lr_factor
+        if cfg.schedule == "cosine":
+            value *= 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+        return value
+
+    return factor
+
+
 class Classifier(L.LightningModule):
     """Cross-entropy on logits (the tutorials' binary cross-entropy on a softmax is not used)."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig):
+    def __init__(
+        self, model: nn.Module, cfg: TrainConfig, class_weights: torch.Tensor | None = None
+    ):
         super().__init__()
         self.model, self.cfg = model.to(memory_format=torch.channels_last), cfg
-        self.loss = nn.CrossEntropyLoss()
+        self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -45,8 +66,18 @@ class Classifier(L.LightningModule):
         loss = self.loss(logits, labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
         size = len(labels)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size)
-        self.log(f"{stage}_accuracy", accuracy, on_step=False, on_epoch=True, batch_size=size)
+        sync = self.trainer.world_size > 1
+        self.log(
+            f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=sync
+        )
+        self.log(
+            f"{stage}_accuracy",
+            accuracy,
+            on_step=False,
+            on_epoch=True,
+            batch_size=size,
+            sync_dist=sync,
+        )
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -55,25 +86,65 @@ class Classifier(L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return make_optimizer(self.model.parameters(), self.cfg)
+    def on_train_epoch_start(self) -> None:
+        # dropout draws from the global RNG: seed it per epoch so a resumed run matches
+        torch.manual_seed(self.cfg.seed * 7919 + self.current_epoch)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = make_optimizer(self.model.parameters(), self.cfg)
+        steps = max(1, self.trainer.estimated_stepping_batches // self.cfg.epochs)
+        if self.cfg.schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=self.cfg.lr, total_steps=steps * self.cfg.epochs
+            )
+        else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(self.cfg, steps))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+class FreezeSchedule(L.Callback):
+    """Transfer learning: only the head trains for ``freeze_epochs``, then the base unfreezes
+    (all of it, or its last N stages); the lower rate comes from :func:`lr_factor`."""
+
+    def __init__(self, freeze_epochs: int, stages: str | int):
+        self.freeze_epochs, self.stages = freeze_epochs, stages
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from medsight.models.freeze import freeze_base, unfreeze
+
+        if trainer.current_epoch < self.freeze_epochs:
+            freeze_base(pl_module.model)
+        else:
+            unfreeze(pl_module.model, self.stages)
 
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 
 
 class HistoryAndProgress(L.Callback):
-    """Writes ``history.csv`` after every epoch and reports progress (bar or JSON lines)."""
+    """Writes ``history.csv`` after every epoch and reports progress (bar or JSON lines).
 
-    def __init__(self, history_file):
+    Its rows are part of the checkpoint, so a resumed run continues the same history.
+    """
+
+    def __init__(self, history_file: Path):
         self.history_file = history_file
         self.rows: list[dict[str, float]] = []
         self._bar: Progress | None = None
         self._start = 0.0
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.monotonic()
-        if interactive():
+        if interactive() and trainer.is_global_zero:
             total = trainer.num_training_batches
             self._bar = Progress(total, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
@@ -85,14 +156,14 @@ class HistoryAndProgress(L.Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if trainer.sanity_checking:
-            return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch + 1}
         for key in HISTORY_COLUMNS[1:-1]:
             row[key] = round(float(metrics[key]), 6) if key in metrics else float("nan")
         row["seconds"] = round(time.monotonic() - self._start, 2)
         self.rows.append(row)
+        if not trainer.is_global_zero:
+            return
         lines = [",".join(HISTORY_COLUMNS)]
         lines += [",".join(str(r[c]) for c in HISTORY_COLUMNS) for r in self.rows]
         atomic_write_text(self.history_file, "\n".join(lines) + "\n")

@@ -1,0 +1,172 @@
+"""Data for one run: load, subsample, hash, split, check leakage, decode; or reload on resume.
+
+Everything here is deterministic given the recipe's seed, so every process of a multi-process
+run prepares identical data without talking to the others.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medsight.config import Recipe
+from medsight.data.dataset import decode_images
+from medsight.data.io import content_sha256
+from medsight.data.sources import ImageTable, load_table
+from medsight.data.splits import assign_splits, check_leakage
+from medsight.errors import ConfigError, DataError, MedsightError
+from medsight.progress import progress
+
+NEGATIVE_NAMES = {"normal", "uninfected", "healthy", "negative", "no finding", "benign", "0"}
+SPLIT_COLUMNS = ["path", "label", "patient", "split", "sha256"]
+
+
+@dataclass
+class Prepared:
+    """The split table and its decoded pixels (rows aligned), plus what was left out."""
+
+    table: ImageTable
+    pixels: np.ndarray
+    positive_class: str | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    split_warning: str | None = None
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.table.frame["split"].to_numpy()
+
+
+def positive_class(class_names: list[str], configured: str | None) -> str | None:
+    """The disease class of a binary task: the recipe's, else the one that is not 'normal'."""
+    if configured is not None:
+        if configured in class_names:
+            return configured
+        if len(class_names) == 2:
+            raise ConfigError(
+                f"positive class {configured!r} is not among the data's classes "
+                f"{class_names}; set data.positive_class=<one of them>"
+            )
+        return None
+    if len(class_names) != 2:
+        return None
+    negatives = [c for c in class_names if c.lower() in NEGATIVE_NAMES]
+    if len(negatives) == 1:
+        return next(c for c in class_names if c not in negatives)
+    return class_names[1]
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write into a folder that already holds something, unless asked to."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise MedsightError(
+                f"{out} is not empty; choose a new --out folder, pass --resume to continue the "
+                "run there, or --overwrite to replace it"
+            )
+        if not (out / "config.yaml").is_file():
+            raise MedsightError(
+                f"{out} is not empty and is not a medsight run directory; refusing to overwrite it"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def split_table(recipe: Recipe, data: str | Path) -> tuple[ImageTable, str | None]:
+    """Load, subsample (data.limit), hash and split the data; check for leakage."""
+    table = load_table(data)
+    cfg = recipe.data
+    if cfg.limit and cfg.limit < len(table):
+        rows = table.frame.sample(n=cfg.limit, random_state=recipe.train.seed)
+        table = ImageTable(
+            rows.sort_index().reset_index(drop=True), table.class_names, table.source, table.skipped
+        )
+    paths = list(table.frame["path"])
+    table.frame["sha256"] = [content_sha256(p) for p in progress(paths, "hash", unit="img")]
+    given = table.has_splits
+    table = assign_splits(
+        table, cfg.val_fraction, cfg.test_fraction, recipe.train.seed, by=cfg.split_by
+    )
+    warning = None
+    if cfg.split_by == "image":
+        warning = (
+            "split by IMAGE, as the tutorial did: one patient's images can be in train "
+            "and test, so held-out figures are optimistic"
+        )
+    report = check_leakage(table.frame, strict=not given and cfg.split_by == "patient")
+    table.frame.attrs["leakage"] = report.summary()
+    return table, warning
+
+
+def prepare(recipe: Recipe, data: str | Path, out: Path, write: bool) -> Prepared:
+    """Split and decode the data; when ``write``, record ``splits.csv``, ``skipped.csv`` and
+    ``run.json`` (what a resumed run reloads instead of splitting again)."""
+    table, warning = split_table(recipe, data)
+    pixels, failures = decode_images(
+        list(table.frame["path"]), recipe.data.image_size, recipe.data.channels
+    )
+    bad = {p for p, _ in failures}
+    keep = ~table.frame["path"].isin(bad).to_numpy()
+    table, pixels = table.select(keep), pixels[keep]
+    prepared = Prepared(
+        table,
+        pixels,
+        positive_class(table.class_names, recipe.data.positive_class),
+        table.skipped + failures,
+        warning,
+    )
+    split = prepared.split
+    if not (split == "train").any() or not (split == "val").any():
+        raise DataError(
+            "need images in both the train and val splits; add data or adjust "
+            "data.val_fraction / data.test_fraction"
+        )
+    if write:
+        skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
+        skipped.to_csv(out / "skipped.csv", index=False)
+        table.frame[SPLIT_COLUMNS].to_csv(out / "splits.csv", index=False)
+        facts = {
+            "data": str(data),
+            "source": table.source,
+            "class_names": table.class_names,
+            "positive_class": prepared.positive_class,
+            "split_warning": warning,
+            "leakage": table.frame.attrs.get("leakage"),
+        }
+        (out / "run.json").write_text(json.dumps(facts, indent=2))
+    return prepared
+
+
+def reload_prepared(recipe: Recipe, out: Path) -> Prepared:
+    """The data of an earlier run (``--resume``): its exact splits, decoded again."""
+    facts = json.loads((out / "run.json").read_text())
+    frame = pd.read_csv(out / "splits.csv", dtype=str, keep_default_na=False)
+    frame["patient"] = frame["patient"].replace("", None)
+    changed = [
+        p for p, h in zip(frame["path"], frame["sha256"], strict=True) if content_sha256(p) != h
+    ]
+    if changed:
+        raise DataError(
+            f"{len(changed)} image(s) changed since the run started "
+            f"(e.g. {changed[0]}); cannot resume on different data"
+        )
+    table = ImageTable(frame, facts["class_names"], facts["source"])
+    table.frame.attrs["leakage"] = facts.get("leakage")
+    pixels, failures = decode_images(
+        list(frame["path"]), recipe.data.image_size, recipe.data.channels
+    )
+    if failures:
+        raise DataError(
+            f"{failures[0][0]}: {failures[0][1]} (it was readable when the run "
+            "started; cannot resume)"
+        )
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str).itertuples(index=False)
+    return Prepared(
+        table,
+        pixels,
+        facts["positive_class"],
+        [tuple(r) for r in skipped],
+        facts.get("split_warning"),
+    )
