@@ -18,7 +18,7 @@ ARGS = [
     "--recipe",
     "malaria-lenet",
     "--epochs",
-    "4",
+    "3",
     "--seed",
     "5",
     "preprocess.mean=[0.5]",
