@@ -36,6 +36,10 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     limit: int | None = Field(None, gt=0, description="use at most this many images (quick runs)")
+    # tutorial (d): build the data from the ieee8023 metadata.csv in --data plus Kermany images
+    curation: Literal["covid-vs-normal", "covid-vs-pneumonia"] | None = None
+    kermany: str | None = None  # Kermany chest_xray folder; default: <data>/../chest_xray
+    curation_other_source: Literal["kermany", "metadata"] = "kermany"
 
 
 class PreprocessConfig(Strict):

@@ -58,7 +58,7 @@ def build_model(
     if recipe.model.pretrained:
         from medsight.models.pretrained import load_pretrained
 
-        info = load_pretrained(model, recipe.model.name, recipe.model.pretrained, load=load_weights)
+        info = load_pretrained(model, recipe.model.name, recipe.model.pretrained)
         mean, std = info.mean, info.std  # the weights' own normalisation
     return model, tuple(mean), tuple(std)
 

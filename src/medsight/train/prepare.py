@@ -74,9 +74,27 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def split_table(recipe: Recipe, data: str | Path) -> tuple[ImageTable, str | None]:
-    """Load, subsample (data.limit), hash and split the data; check for leakage."""
-    table = load_table(data)
+def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageTable:
+    """The data source, or for ``data.curation`` the curated table (its manifest into ``out``)."""
+    cfg = recipe.data
+    if not cfg.curation:
+        return load_table(data)
+    from medsight.data.curate import curate_covid, write_manifest
+
+    kermany = Path(cfg.kermany) if cfg.kermany else Path(data).parent / "chest_xray"
+    curation = curate_covid(
+        data, kermany, cfg.curation, seed=recipe.train.seed, other_source=cfg.curation_other_source
+    )
+    if out is not None:
+        write_manifest(curation, out / "curation.csv")
+    return curation.table
+
+
+def split_table(
+    recipe: Recipe, data: str | Path, out: Path | None = None
+) -> tuple[ImageTable, str | None]:
+    """Load (or curate), subsample (data.limit), hash and split the data; check for leakage."""
+    table = load_or_curate(recipe, data, out)
     cfg = recipe.data
     if cfg.limit and cfg.limit < len(table):
         rows = table.frame.sample(n=cfg.limit, random_state=recipe.train.seed)
@@ -103,7 +121,7 @@ def split_table(recipe: Recipe, data: str | Path) -> tuple[ImageTable, str | Non
 def prepare(recipe: Recipe, data: str | Path, out: Path, write: bool) -> Prepared:
     """Split and decode the data; when ``write``, record ``splits.csv``, ``skipped.csv`` and
     ``run.json`` (what a resumed run reloads instead of splitting again)."""
-    table, warning = split_table(recipe, data)
+    table, warning = split_table(recipe, data, out if write else None)
     pixels, failures = decode_images(
         list(table.frame["path"]), recipe.data.image_size, recipe.data.channels
     )
