@@ -47,6 +47,7 @@ class PreprocessConfig(Strict):
 
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    tta: bool = False  # test-time augmentation: average over the image and its mirror image
 
 
 class AugmentConfig(Strict):

@@ -73,3 +73,18 @@ def test_weights_are_plain_tensors_not_pickles(tmp_path: Path) -> None:
     header_len = int.from_bytes(head, "little")
     header = json.loads((tmp_path / "b" / "model.safetensors").read_bytes()[8 : 8 + header_len])
     assert "features.0.weight" in header
+
+
+def test_tta_averages_the_image_and_its_mirror(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = create_model("malaria_lenet", 2, 3, (64, 64)).eval()
+    save_bundle(tmp_path / "b", model, _spec().model_copy(update={"tta": True}))
+    bundle = load_bundle(tmp_path / "b")
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255.0
+    with torch.no_grad():
+        expected = (torch.softmax(model(x), 1) + torch.softmax(model(x.flip(3)), 1)) / 2
+        plain = torch.softmax(model(x), 1)
+    got = bundle.predict_proba(pixels)
+    assert np.allclose(got, expected.numpy(), atol=1e-6)
+    assert not np.allclose(got, plain.numpy(), atol=1e-4)

@@ -40,6 +40,7 @@ class BundleSpec(BaseModel):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     threshold: float = 0.5
+    tta: bool = False  # average the probabilities of the image and its horizontal mirror
     recipe: str | None = None
     metrics: dict[str, Any] = {}
     created: str = ""
@@ -63,8 +64,13 @@ class Bundle:
         transform = eval_transform(self.spec.channels, self.spec.mean, self.spec.std)
         out = []
         for start in range(0, len(pixels), batch_size):
-            batch = torch.from_numpy(pixels[start : start + batch_size]).permute(0, 3, 1, 2)
-            out.append(torch.softmax(self.model(transform(batch)), dim=1).numpy())
+            batch = transform(
+                torch.from_numpy(pixels[start : start + batch_size]).permute(0, 3, 1, 2)
+            )
+            probs = torch.softmax(self.model(batch), dim=1)
+            if self.spec.tta:
+                probs = (probs + torch.softmax(self.model(batch.flip(3)), dim=1)) / 2
+            out.append(probs.numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.spec.class_names)))
 
 

@@ -183,6 +183,7 @@ def _fit(recipe: Recipe, data: Prepared, out: Path, devices: int, resume: bool) 
         channels=cfg.channels,
         mean=mean,
         std=std,
+        tta=recipe.preprocess.tta,
         recipe=recipe.name,
     )
     facts = {
