@@ -79,7 +79,7 @@ def load_pretrained(model: nn.Module, model_name: str, source: str) -> Pretraine
     else:
         raise ConfigError(
             f"model.pretrained={source!r}: not 'imagenet', an existing weights file "
-            "(.safetensors/.pt/.pth/.bin) nor a medsight bundle folder"
+            "(.safetensors/.pt/.pth/.bin/.ckpt) nor a medsight bundle folder"
         )
     base = getattr(model, "base", None)
     target = base if base is not None and not any(k.startswith("base.") for k in state) else model

@@ -117,6 +117,11 @@ class FreezeSchedule(L.Callback):
 
         if trainer.current_epoch < self.freeze_epochs:
             freeze_base(pl_module.model)
+            for layer in pl_module.model.modules():  # as Keras: a frozen base runs its
+                if isinstance(layer, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in layer.parameters()
+                ):  # BatchNorm in inference mode
+                    layer.eval()
         else:
             unfreeze(pl_module.model, self.stages)
 

@@ -90,19 +90,22 @@ def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageT
     return curation.table
 
 
-def split_table(
-    recipe: Recipe, data: str | Path, out: Path | None = None
-) -> tuple[ImageTable, str | None]:
-    """Load (or curate), subsample (data.limit), hash and split the data; check for leakage."""
+def hashed_table(recipe: Recipe, data: str | Path, out: Path | None = None) -> ImageTable:
+    """Load (or curate) the data, subsample it (data.limit) and hash every file."""
     table = load_or_curate(recipe, data, out)
-    cfg = recipe.data
-    if cfg.limit and cfg.limit < len(table):
-        rows = table.frame.sample(n=cfg.limit, random_state=recipe.train.seed)
+    if recipe.data.limit and recipe.data.limit < len(table):
+        rows = table.frame.sample(n=recipe.data.limit, random_state=recipe.train.seed)
         table = ImageTable(
             rows.sort_index().reset_index(drop=True), table.class_names, table.source, table.skipped
         )
     paths = list(table.frame["path"])
     table.frame["sha256"] = [content_sha256(p) for p in progress(paths, "hash", unit="img")]
+    return table
+
+
+def split_table(recipe: Recipe, table: ImageTable) -> tuple[ImageTable, str | None]:
+    """Fill in train/val/test (keeping given splits) and check for leakage."""
+    cfg = recipe.data
     given = table.has_splits
     table = assign_splits(
         table, cfg.val_fraction, cfg.test_fraction, recipe.train.seed, by=cfg.split_by
@@ -118,10 +121,14 @@ def split_table(
     return table, warning
 
 
-def prepare(recipe: Recipe, data: str | Path, out: Path, write: bool) -> Prepared:
-    """Split and decode the data; when ``write``, record ``splits.csv``, ``skipped.csv`` and
-    ``run.json`` (what a resumed run reloads instead of splitting again)."""
-    table, warning = split_table(recipe, data, out if write else None)
+def prepare(
+    recipe: Recipe, data: str | Path, out: Path, write: bool, table: ImageTable | None = None
+) -> Prepared:
+    """Split and decode the data (or an already hashed ``table``); when ``write``, record
+    ``splits.csv``, ``skipped.csv`` and ``run.json`` (what ``--resume`` reloads)."""
+    if table is None:
+        table = hashed_table(recipe, data, out if write else None)
+    table, warning = split_table(recipe, table)
     pixels, failures = decode_images(
         list(table.frame["path"]), recipe.data.image_size, recipe.data.channels
     )
