@@ -84,6 +84,7 @@ def load_pretrained(model: nn.Module, model_name: str, source: str) -> Pretraine
     base = getattr(model, "base", None)
     target = base if base is not None and not any(k.startswith("base.") for k in state) else model
     skipped, unused = _transfer(target, state, origin)
+    _small_head(target, skipped)
     channels = _first_conv(target)[1].in_channels
     image_size, mean, std, interpolation = preprocess
     return PretrainedInfo(
@@ -95,6 +96,17 @@ def load_pretrained(model: nn.Module, model_name: str, source: str) -> Pretraine
         skipped=skipped,
         unused=unused,
     )
+
+
+def _small_head(model: nn.Module, skipped: tuple[str, ...]) -> None:
+    """Start new head layers near zero: some timm inits (EfficientNet's fan-out uniform) give a
+    2-class head weights of std 0.4, whose huge first logits wreck the pretrained features."""
+    for name in skipped:
+        layer = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else None
+        if isinstance(layer, nn.Linear) and name.endswith(".weight"):
+            nn.init.normal_(layer.weight, std=0.01)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 def _timm_preprocess(arch: str) -> tuple[tuple[int, int] | None, tuple, tuple, str]:

