@@ -39,12 +39,15 @@ def train(
     overrides: list[str] | tuple[str, ...] = (),
     overwrite: bool = False,
     devices: int = 1,
+    folds: int | None = None,
 ) -> Path:
     """Train a recipe (built-in name or YAML path) on ``data``; returns the run directory.
 
     ``devices`` > 1 trains with DDP across that many processes on this machine (or per node,
-    under torchrun / SLURM).
+    under torchrun / SLURM). ``folds`` = K trains K models by patient-grouped k-fold
+    cross-validation (``RUN/fold-k``) and pools their out-of-fold metrics in ``RUN``.
     """
+    from medsight.train.cv import cross_validate
     from medsight.train.fit import train as fit
 
     extra = list(overrides)
@@ -52,7 +55,10 @@ def train(
         extra.append(f"train.epochs={epochs}")
     if seed is not None:
         extra.append(f"train.seed={seed}")
-    return fit(load_recipe(recipe, extra), data, out, overwrite=overwrite, devices=devices)
+    config = load_recipe(recipe, extra)
+    if folds is not None:
+        return cross_validate(config, data, out, folds, overwrite=overwrite, devices=devices)
+    return fit(config, data, out, overwrite=overwrite, devices=devices)
 
 
 def resume(run: str | Path, devices: int = 1) -> Path:

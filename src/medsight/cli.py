@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         "(no --recipe/--data/--out needed)",
     )
     train.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="patient-grouped K-fold cross-validation: K models, pooled metrics",
+    )
+    train.add_argument(
         "--devices",
         type=int,
         default=1,
@@ -115,6 +121,7 @@ def _run(args: argparse.Namespace) -> None:
                 args.overrides,
                 args.overwrite,
                 args.devices,
+                args.folds,
             )
         )
     elif args.command == "evaluate":

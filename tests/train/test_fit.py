@@ -106,7 +106,15 @@ def test_evaluate_on_unseen_patients(run: Path, tmp_path: Path) -> None:
     for key in ("accuracy", "sensitivity", "specificity", "roc_auc", "n"):
         assert written[key] == metrics[key]
     predictions = pd.read_csv(tmp_path / "predictions.csv")
-    assert list(predictions.columns) == ["path", "label", "probability", "prediction"]
+    assert list(predictions.columns) == [
+        "path",
+        "label",
+        "probability",
+        "prediction",
+        "p_Parasitized",
+        "p_Uninfected",
+    ]
+    assert predictions["probability"].equals(predictions["p_Parasitized"])
     assert len(predictions) == written["n"]
     agree = (predictions["label"] == predictions["prediction"]).mean()
     assert agree == pytest.approx(written["accuracy"])

@@ -9,7 +9,7 @@ from medsight.data.dataset import decode_images
 from medsight.data.sources import ImageTable
 from medsight.evaluate.metrics import decide
 from medsight.progress import Progress
-from medsight.serve.bundle import Bundle
+from medsight.serve.bundle import Bundle, BundleSpec
 
 
 def predict_table(
@@ -17,10 +17,8 @@ def predict_table(
 ) -> tuple[pd.DataFrame, np.ndarray, list[tuple[str, str]]]:
     """Score every readable image of ``table``.
 
-    Returns the predictions frame (path, label, probability, prediction), the full class
-    probability matrix aligned with it, and the unreadable files as ``(path, reason)``.
-    ``probability`` is the positive (disease) class's probability for a binary bundle, else the
-    predicted class's.
+    Returns the predictions frame (:func:`predictions_frame`), the class probability matrix
+    aligned with it, and the unreadable files as ``(path, reason)``.
     """
     spec = bundle.spec
     pixels, failures = decode_images(list(table.frame["path"]), spec.image_size, spec.channels)
@@ -33,15 +31,23 @@ def predict_table(
             chunk = pixels[start : start + batch_size]
             probs[start : start + len(chunk)] = bundle.predict_proba(chunk, batch_size)
             bar.update(len(chunk))
-    predicted = decide(probs, spec.positive_index, spec.threshold)
+    return predictions_frame(frame, probs, spec), probs, failures
+
+
+def predictions_frame(frame: pd.DataFrame, probs: np.ndarray, spec: BundleSpec) -> pd.DataFrame:
+    """``path, label, probability, prediction`` plus ``p_<class>`` for every class.
+
+    ``probability`` is the positive (disease) class's probability for a binary bundle, else the
+    predicted class's; ``prediction`` applies the bundle's decision threshold.
+    """
     pos = spec.positive_index
-    probability = probs[:, pos] if pos is not None else probs.max(axis=1)
-    out = pd.DataFrame(
+    predicted = decide(probs, pos, spec.threshold)
+    return pd.DataFrame(
         {
-            "path": frame["path"],
-            "label": frame["label"],
-            "probability": probability.round(6),
+            "path": frame["path"].to_numpy(),
+            "label": frame["label"].to_numpy(),
+            "probability": (probs[:, pos] if pos is not None else probs.max(axis=1)).round(6),
             "prediction": [spec.class_names[i] for i in predicted],
+            **{f"p_{name}": probs[:, i].round(6) for i, name in enumerate(spec.class_names)},
         }
     )
-    return out, probs, failures

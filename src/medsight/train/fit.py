@@ -108,7 +108,7 @@ def train(
         save_recipe(recipe, out / "config.yaml")
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     prepared = prepare(recipe, data, out, write=is_zero)
-    return _fit(recipe, prepared, out, devices, resume=False)
+    return fit_prepared(recipe, prepared, out, devices)
 
 
 def resume(out: str | Path, devices: int = 1) -> Path:
@@ -123,10 +123,13 @@ def resume(out: str | Path, devices: int = 1) -> Path:
             )
     recipe = load_recipe(str(out / "config.yaml"))
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
-    return _fit(recipe, reload_prepared(recipe, out), out, devices, resume=True)
+    return fit_prepared(recipe, reload_prepared(recipe, out), out, devices, resume=True)
 
 
-def _fit(recipe: Recipe, data: Prepared, out: Path, devices: int, resume: bool) -> Path:
+def fit_prepared(
+    recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: bool = False
+) -> Path:
+    """Fit on prepared data and write the run outputs (rank 0 only)."""
     tcfg = recipe.train
     model, mean, std = build_model(recipe, len(data.table.class_names))
     module = Classifier(model, tcfg, _class_weights(recipe, data))

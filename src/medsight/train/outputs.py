@@ -16,6 +16,7 @@ from medsight.evaluate.plots import plot_confusion, plot_curves, plot_prediction
 from medsight.evaluate.report import write_run_report
 from medsight.fsutil import atomic_write_text
 from medsight.serve.bundle import Bundle, BundleSpec, save_bundle
+from medsight.serve.predictor import predictions_frame
 from medsight.train.prepare import Prepared
 
 SUMMARY_KEYS = ("split", "n", "accuracy", "sensitivity", "specificity", "roc_auc")
@@ -45,6 +46,7 @@ def write_run_outputs(
                 spec.threshold,
             )
     held_out = "test" if "test" in results else "val"
+    _write_predictions(out / "predictions.csv", data, held_out, probs[held_out], spec)
     metrics = {
         **results[held_out],
         "split": held_out,
@@ -79,3 +81,10 @@ def write_run_outputs(
     save_bundle(out / "bundle", model, spec)
     write_run_report(out, recipe, data.table, metrics, data.skipped, data.split_warning)
     return metrics
+
+
+def _write_predictions(
+    path: Path, data: Prepared, split: str, probs: np.ndarray, spec: BundleSpec
+) -> None:
+    frame = data.table.frame[data.split == split]
+    atomic_write_text(path, predictions_frame(frame, probs, spec).to_csv(index=False))
