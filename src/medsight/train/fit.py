@@ -47,6 +47,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def num_nodes(devices: int) -> int:
+    """Nodes of a multi-node run, from SLURM or torchrun's environment (1 on one machine)."""
+    if "SLURM_NNODES" in os.environ and "SLURM_PROCID" in os.environ:
+        return int(os.environ["SLURM_NNODES"])
+    if "WORLD_SIZE" in os.environ and "LOCAL_WORLD_SIZE" in os.environ:  # torchrun
+        return max(1, int(os.environ["WORLD_SIZE"]) // int(os.environ["LOCAL_WORLD_SIZE"]))
+    return 1
+
+
 def build_model(
     recipe: Recipe, num_classes: int
 ) -> tuple[torch.nn.Module, tuple[float, ...], tuple[float, ...]]:
@@ -154,7 +163,8 @@ def fit_prepared(
         max_epochs=tcfg.epochs,
         accelerator="cpu",
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        num_nodes=num_nodes(devices),
+        strategy="ddp" if devices > 1 or num_nodes(devices) > 1 else "auto",
         use_distributed_sampler=False,
         precision="bf16-mixed" if tcfg.precision == "bf16" else "32-true",
         plugins=[AtomicCheckpointIO()],
@@ -197,6 +207,7 @@ def fit_prepared(
         "resumed": resume,
         "pretrained": recipe.model.pretrained,
         "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
+        "world_size": trainer.world_size,
     }
     write_run_outputs(out, recipe, data, module.model, spec, facts)
     log.info("run written to %s", out)

