@@ -232,23 +232,16 @@ def _strip_wrapper(state: State, model: nn.Module) -> State:
 
 
 def _bundle_state(folder: Path, model_name: str) -> tuple[State, str, tuple]:
-    from medsight.serve.bundle import BundleSpec
+    from medsight.serve.bundle import read_bundle
 
-    if (folder / "bundle" / "bundle.json").is_file():
-        folder = folder / "bundle"
-    spec_file, weights = folder / "bundle.json", folder / "model.safetensors"
-    if not spec_file.is_file() or not weights.is_file():
-        raise ConfigError(
-            f"{folder}: not a medsight bundle (expected bundle.json and model.safetensors)"
-        )
-    spec = BundleSpec.model_validate_json(spec_file.read_text())
+    spec, state, folder = read_bundle(folder)
     if spec.model_name != model_name:
         raise ConfigError(
             f"{folder}: the bundle holds a {spec.model_name!r} model, not {model_name!r}; "
             f"set model.name={spec.model_name} to start from it"
         )
     preprocess = (tuple(spec.image_size), spec.mean, spec.std, "bilinear")
-    return load_file(str(weights)), f"bundle {folder}", preprocess
+    return state, f"bundle {folder}", preprocess
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

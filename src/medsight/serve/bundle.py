@@ -91,8 +91,9 @@ def save_bundle(folder: Path, model: torch.nn.Module, spec: BundleSpec) -> Path:
     return folder
 
 
-def load_bundle(folder: str | Path) -> Bundle:
-    """Load a bundle folder (or the run directory that holds ``bundle/``)."""
+def read_bundle(folder: str | Path) -> tuple[BundleSpec, dict[str, torch.Tensor], Path]:
+    """A bundle's description and weights, without building its model (also accepts the run
+    directory that holds ``bundle/``); returns the bundle folder too."""
     folder = Path(folder)
     if (folder / "bundle" / "bundle.json").is_file():
         folder = folder / "bundle"
@@ -111,6 +112,12 @@ def load_bundle(folder: str | Path) -> Bundle:
             f"{folder}: bundle format {spec.format_version} is newer than this "
             f"medsight understands ({FORMAT_VERSION}); upgrade medsight"
         )
+    return spec, load_file(str(weights)), folder
+
+
+def load_bundle(folder: str | Path) -> Bundle:
+    """Load a bundle folder (or the run directory that holds ``bundle/``), ready to predict."""
+    spec, state, _ = read_bundle(folder)
     model = create_model(
         spec.model_name,
         num_classes=len(spec.class_names),
@@ -118,5 +125,5 @@ def load_bundle(folder: str | Path) -> Bundle:
         image_size=spec.image_size,
         **spec.model_kwargs,
     )
-    model.load_state_dict(load_file(str(weights)))
+    model.load_state_dict(state)
     return Bundle(model.eval(), spec)
