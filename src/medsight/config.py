@@ -55,10 +55,12 @@ class AugmentConfig(Strict):
 
     rotation: float = 0.0
     shear: float = 0.0  # degrees, as Keras' shear_range
-    zoom: float = 0.0
+    zoom: float = Field(0.0, ge=0, lt=1)
     shift: float = 0.0
     hflip: bool = False
     vflip: bool = False
+    brightness: float = Field(0.0, ge=0)  # random brightness factor in [1 - b, 1 + b]
+    contrast: float = Field(0.0, ge=0)  # random contrast factor in [1 - c, 1 + c]
     fill: Literal["nearest", "constant"] = "nearest"
 
 

@@ -6,6 +6,7 @@ on small tensors; the same :func:`eval_transform` is what a bundle applies when 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -19,6 +20,16 @@ def normalize(channels: int, mean: Sequence[float], std: Sequence[float]) -> v2.
     mean = list(mean) * channels if len(mean) == 1 else list(mean)
     std = list(std) * channels if len(std) == 1 else list(std)
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def _reach(aug: AugmentConfig, side: int) -> int:
+    """Padding so that the affine never samples outside the padded image: the farthest a
+    corner can land, for the largest rotation, zoom-out, shear and shift."""
+    angle = math.radians(min(abs(aug.rotation), 45))
+    spread = (math.cos(angle) + math.sin(angle)) / (1 - aug.zoom) + math.tan(
+        math.radians(min(abs(aug.shear), 60))
+    )
+    return math.ceil(side / 2 * (spread - 1) + side * aug.shift) + 2
 
 
 def eval_transform(channels: int, mean: Sequence[float], std: Sequence[float]) -> v2.Transform:
@@ -48,7 +59,7 @@ def train_transform(
             interpolation=v2.InterpolationMode.BILINEAR,
         )
         if aug.fill == "nearest":
-            pad = [max(4, round(0.3 * s)) for s in size]
+            pad = [_reach(aug, s) for s in size]
             steps += [v2.Pad([pad[1], pad[0]], padding_mode="edge"), affine, v2.CenterCrop(size)]
         else:
             steps.append(affine)
@@ -56,5 +67,9 @@ def train_transform(
         steps.append(v2.RandomHorizontalFlip())
     if aug.vflip:
         steps.append(v2.RandomVerticalFlip())
+    if aug.brightness or aug.contrast:  # exposure differs between scanners and sites
+        steps.append(
+            v2.ColorJitter(brightness=aug.brightness or None, contrast=aug.contrast or None)
+        )
     steps.append(normalize(channels, mean, std))
     return v2.Compose(steps)
