@@ -163,12 +163,9 @@ def from_csv(csv: Path) -> ImageTable:
         if not raw or not label:
             skipped.append((f"{csv}:{number}", "row has an empty path or label"))
             continue
-        file = (
-            raw
-            if "::" in raw
-            else str((csv.parent / raw) if not Path(raw).is_absolute() else Path(raw))
-        )
-        if "::" not in file and not Path(file).is_file():
+        is_entry = "::" in raw  # an npz array entry, e.g. data.npz::test_images/5
+        file = raw if Path(raw).is_absolute() else str(csv.parent / raw)
+        if not is_entry and not Path(file).is_file():
             skipped.append((file, f"listed in {csv} line {number} but the file does not exist"))
             continue
         patient = record[patient_col].strip() if patient_col else ""
