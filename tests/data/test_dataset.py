@@ -39,3 +39,27 @@ def test_array_dataset_yields_normalised_tensors() -> None:
     image, label = dataset[0]
     assert tuple(image.shape) == (3, 8, 8) and label == 1
     assert float(image.min()) == 1.0  # (1 - 0.5) / 0.5
+
+
+def test_decoded_cache_is_keyed_by_content_and_size(
+    malaria_subset: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from medsight.data.io import content_sha256
+
+    monkeypatch.setenv("MEDSIGHT_CACHE", str(tmp_path / "cache"))
+    source = sorted(malaria_subset.rglob("*.png"))[0]
+    image = tmp_path / "cell.png"
+    image.write_bytes(source.read_bytes())
+    digest = content_sha256(image)
+    first, _ = decode_images([str(image)], (24, 24), 3, hashes=[digest])
+    entries = list((tmp_path / "cache").rglob("*.npy"))
+    assert [e.name for e in entries] == [f"{digest}.npy"] and "24x24x3" in str(entries[0])
+    image.write_bytes(b"")  # the file is gone: the cache still answers for that content
+    again, failures = decode_images([str(image)], (24, 24), 3, hashes=[digest])
+    assert failures == [] and np.array_equal(first, again)
+    # a changed file has a new hash: no stale pixels, the real (broken) file is read
+    _, failures = decode_images([str(image)], (24, 24), 3, hashes=[content_sha256(image)])
+    assert [p for p, _ in failures] == [str(image)]
+    # another size is another entry
+    other, _ = decode_images([str(source)], (16, 16), 3, hashes=[digest])
+    assert other.shape == (1, 16, 16, 3) and len(list((tmp_path / "cache").rglob("*.npy"))) == 2

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from medsight.data.cache import cache_root, cached, store
 from medsight.data.io import load_image
 from medsight.errors import UnreadableImageError
 from medsight.progress import Progress
@@ -26,21 +27,36 @@ EPOCH_STRIDE = 1_000_003  # a prime: (seed, epoch, index) -> distinct RNG seeds
 
 
 def decode_images(
-    paths: list[str], size: tuple[int, int], channels: int, threads: int = 2, desc: str = "decode"
+    paths: list[str],
+    size: tuple[int, int],
+    channels: int,
+    threads: int = 2,
+    desc: str = "decode",
+    hashes: list[str] | None = None,
 ) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Decode and resize ``paths`` into an (N, H, W, C) uint8 array.
 
-    Returns the array (rows of unreadable files are left zero) and a list of
-    ``(path, reason)`` for those files, so callers can drop and report them.
+    With the files' SHA-256 ``hashes``, pixels come from (and go to) the disk cache of
+    :mod:`medsight.data.cache`. Returns the array (rows of unreadable files are left zero) and
+    a list of ``(path, reason)`` for those files, so callers can drop and report them.
     """
     pixels = np.zeros((len(paths), size[0], size[1], channels), dtype=np.uint8)
     failures: list[tuple[str, str]] = []
+    root = cache_root() if hashes is not None else None
 
     def one(i: int) -> None:
+        if root is not None:
+            hit = cached(root, hashes[i], size, channels)
+            if hit is not None:
+                pixels[i] = hit
+                return
         try:
             pixels[i] = load_image(paths[i], size=size, channels=channels)
         except UnreadableImageError as exc:
             failures.append((paths[i], exc.reason))
+            return
+        if root is not None:
+            store(root, hashes[i], pixels[i])
 
     with ThreadPoolExecutor(max(1, threads)) as pool, Progress(len(paths), desc, "img") as bar:
         for _ in pool.map(one, range(len(paths))):

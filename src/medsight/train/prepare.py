@@ -130,7 +130,10 @@ def prepare(
         table = hashed_table(recipe, data, out if write else None)
     table, warning = split_table(recipe, table)
     pixels, failures = decode_images(
-        list(table.frame["path"]), recipe.data.image_size, recipe.data.channels
+        list(table.frame["path"]),
+        recipe.data.image_size,
+        recipe.data.channels,
+        hashes=list(table.frame["sha256"]),
     )
     bad = {p for p, _ in failures}
     keep = ~table.frame["path"].isin(bad).to_numpy()
@@ -180,7 +183,10 @@ def reload_prepared(recipe: Recipe, out: Path) -> Prepared:
     table = ImageTable(frame, facts["class_names"], facts["source"])
     table.frame.attrs["leakage"] = facts.get("leakage")
     pixels, failures = decode_images(
-        list(frame["path"]), recipe.data.image_size, recipe.data.channels
+        list(frame["path"]),
+        recipe.data.image_size,
+        recipe.data.channels,
+        hashes=list(frame["sha256"]),
     )
     if failures:
         raise DataError(
