@@ -7,6 +7,7 @@ Everything downstream (splits, training, evaluation) only ever sees that table.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from medsight.data.io import is_image_file, npz_entry
 from medsight.data.patients import patient_from_filename
 from medsight.errors import DataError
 
+log = logging.getLogger(__name__)
 COLUMNS = ["path", "label", "patient", "split"]
 SPLIT_ALIASES = {
     "train": "train", "training": "train",
@@ -175,6 +177,8 @@ def from_csv(csv: Path) -> ImageTable:
                 f"{csv} line {number}: unknown split {split!r} (use train, val or test)"
             )
         rows.append((file, label, patient or patient_from_filename(file), SPLIT_ALIASES.get(split)))
+    if skipped:
+        log.warning("%s: %d row(s) skipped, e.g. %s: %s", csv, len(skipped), *skipped[0])
     frame = pd.DataFrame(rows, columns=COLUMNS)
     return ImageTable(frame, sorted(frame["label"].unique()), f"csv {csv}", skipped)
 
