@@ -99,3 +99,10 @@ def test_bad_sources_give_clear_errors(tmp_path: Path, make, message: str) -> No
     with pytest.raises(DataError, match=message) as info:
         load_table(path)
     assert str(path) in str(info.value)
+
+
+def test_relative_data_paths_become_absolute(malaria_subset: Path, monkeypatch) -> None:
+    """splits.csv must stay usable from any folder, so table paths are absolute."""
+    monkeypatch.chdir(malaria_subset.parent)
+    table = load_table(Path(malaria_subset.name))
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in table.frame["path"])

@@ -74,7 +74,7 @@ def load_table(path: str | Path, class_names: list[str] | None = None) -> ImageT
 
         flag = str(path).split(":", 1)[1]
         return from_npz(download_medmnist(flag), class_names or medmnist_class_names(flag))
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().resolve()  # absolute paths in every table and splits.csv
     if not path.exists() and str(path) in _remote_names():
         from medsight.data.download import download_dataset
 

@@ -81,7 +81,10 @@ def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageT
         return load_table(data)
     from medsight.data.curate import curate_covid, write_manifest
 
-    kermany = Path(cfg.kermany) if cfg.kermany else Path(data).parent / "chest_xray"
+    data = Path(data).expanduser().resolve()  # absolute paths in splits.csv
+    kermany = (
+        Path(cfg.kermany).expanduser().resolve() if cfg.kermany else data.parent / "chest_xray"
+    )
     curation = curate_covid(
         data, kermany, cfg.curation, seed=recipe.train.seed, other_source=cfg.curation_other_source
     )
