@@ -30,94 +30,78 @@ def _flat_features(features: nn.Module, in_channels: int, image_size: tuple[int,
         return features(torch.zeros(1, in_channels, *image_size)).flatten(1).shape[1]
 
 
-class MalariaLeNet(nn.Module):
+def conv_block(in_channels: int, out_channels: int, kernel: int, padding: str = "valid"):
+    """Conv -> ReLU -> MaxPool(2): the unit the tutorial CNNs stack ('valid' as in Keras)."""
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel, padding=padding),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    ]
+
+
+class SeedCNN(nn.Module):
+    """conv blocks (``features``) -> Flatten-Dense-activation[-Dropout]-Dense (``classifier``),
+    Keras-initialised: the shape all three small tutorial networks share."""
+
+    def __init__(
+        self,
+        blocks: list[nn.Module],
+        num_classes: int,
+        in_channels: int,
+        image_size: tuple[int, int],
+        hidden: int,
+        activation: nn.Module,
+        dropout: float | None,
+    ):
+        super().__init__()
+        self.features = nn.Sequential(*blocks)
+        flat = _flat_features(self.features, in_channels, image_size)
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(flat, hidden),
+            activation,
+            *([nn.Dropout(dropout)] if dropout else []),
+            nn.Linear(hidden, num_classes),
+        )
+        keras_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class MalariaLeNet(SeedCNN):
     """Tutorial (a): Conv8-Pool-Conv16-Pool-Conv32(valid)-Pool-Dense64-Dropout-Dense."""
 
     def __init__(
         self, num_classes: int = 2, in_channels: int = 3, image_size: tuple[int, int] = (128, 128)
     ):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 3, padding="same"),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding="same"),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(_flat_features(self.features, in_channels, image_size), 64),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(64, num_classes),
-        )
-        keras_init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        blocks = [
+            *conv_block(in_channels, 8, 3, "same"),
+            *conv_block(8, 16, 3, "same"),
+            *conv_block(16, 32, 3),
+        ]
+        super().__init__(blocks, num_classes, in_channels, image_size, 64, nn.ReLU(), 0.5)
 
 
-class CovidScratchCNN(nn.Module):
+class CovidScratchCNN(SeedCNN):
     """Tutorial (b): Conv32(5x5)-Pool-Conv64(5x5)-Pool-Dense512-Dense, all convs 'valid'."""
 
     def __init__(
         self, num_classes: int = 2, in_channels: int = 3, image_size: tuple[int, int] = (128, 128)
     ):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(_flat_features(self.features, in_channels, image_size), 512),
-            nn.ReLU(),
-            nn.Linear(512, num_classes),
-        )
-        keras_init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        blocks = [*conv_block(in_channels, 32, 5), *conv_block(32, 64, 5)]
+        super().__init__(blocks, num_classes, in_channels, image_size, 512, nn.ReLU(), None)
 
 
-class KermanyCNN(nn.Module):
+class KermanyCNN(SeedCNN):
     """Tutorial (c): three 'valid' 3x3 convs (32-64-64) with pooling, Dense128 with the
     tutorial's sigmoid activation, Dropout, Dense."""
 
     def __init__(
         self, num_classes: int = 2, in_channels: int = 3, image_size: tuple[int, int] = (150, 150)
     ):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(64, 64, 3),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(_flat_features(self.features, in_channels, image_size), 128),
-            nn.Sigmoid(),
-            nn.Dropout(0.5),
-            nn.Linear(128, num_classes),
-        )
-        keras_init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x))
+        blocks = [*conv_block(in_channels, 32, 3), *conv_block(32, 64, 3), *conv_block(64, 64, 3)]
+        super().__init__(blocks, num_classes, in_channels, image_size, 128, nn.Sigmoid(), 0.5)
 
 
 class VGG16Head(nn.Module):
