@@ -46,3 +46,38 @@ def malaria_subset(malaria_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         for file in _spread(sorted(class_dir.glob("*.png")), 300):
             (root / class_dir.name / file.name).symlink_to(file)
     return root
+
+
+@pytest.fixture(scope="session")
+def chest_xray_dir(datasets_dir: Path) -> Path:
+    path = datasets_dir / "chest_xray"
+    if not path.is_dir():
+        pytest.skip(f"chest_xray dataset not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def xray_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained NORMAL/PNEUMONIA bundle (seeded weights) with a non-default threshold
+    and temperature, for tests of everything downstream of training (predict, export, serve)."""
+    import torch
+
+    from medsight.models.zoo import create_model
+    from medsight.serve.bundle import BundleSpec, save_bundle
+
+    torch.manual_seed(0)
+    spec = BundleSpec(
+        model_name="malaria_lenet",
+        class_names=["NORMAL", "PNEUMONIA"],
+        positive_class="PNEUMONIA",
+        image_size=(64, 64),
+        channels=3,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        threshold=0.4,
+        threshold_rule="youden",
+        temperature=1.5,
+        recipe="test",
+    )
+    model = create_model(spec.model_name, 2, 3, spec.image_size)
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "xray", model, spec)

@@ -1,8 +1,9 @@
 """The model bundle: the one artefact that flows from training to evaluate, predict and serve.
 
 A bundle folder holds ``model.safetensors`` (weights only: loading never unpickles code) and
-``bundle.json`` (architecture, preprocessing, class names, positive class, decision threshold,
-evaluation summary). Nothing downstream needs the recipe again, so serving cannot drift from
+``bundle.json`` (architecture, preprocessing, class names, positive class, decision threshold
+and calibration temperature chosen on the validation split, evaluation summary) and
+``model_card.md``. Nothing downstream needs the recipe again, so serving cannot drift from
 training.
 """
 
@@ -39,8 +40,10 @@ class BundleSpec(BaseModel):
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    threshold: float = 0.5
-    tta: bool = False  # average the probabilities of the image and its horizontal mirror
+    threshold: float = 0.5  # on the calibrated positive-class probability (binary bundles)
+    threshold_rule: str = "fixed 0.5"  # how it was chosen, e.g. "youden" on the val split
+    temperature: float = 1.0  # temperature scaling: calibrated = softmax(logits / temperature)
+    tta: bool = False  # average the logits of the image and its horizontal mirror
     recipe: str | None = None
     metrics: dict[str, Any] = {}
     created: str = ""
@@ -58,20 +61,36 @@ class Bundle:
     model: torch.nn.Module
     spec: BundleSpec
 
-    @torch.inference_mode()
-    def predict_proba(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities for (N, H, W, C) uint8 images already resized to the spec."""
+    def to_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """(N, H, W, C) uint8 images already resized to the spec -> the normalised model input."""
         transform = eval_transform(self.spec.channels, self.spec.mean, self.spec.std)
+        return transform(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2))
+
+    @torch.inference_mode()
+    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw (uncalibrated) logits for (N, H, W, C) uint8 images resized to the spec."""
         out = []
         for start in range(0, len(pixels), batch_size):
-            batch = transform(
-                torch.from_numpy(pixels[start : start + batch_size]).permute(0, 3, 1, 2)
-            )
-            probs = torch.softmax(self.model(batch), dim=1)
+            batch = self.to_input(pixels[start : start + batch_size])
+            logits = self.model(batch)
             if self.spec.tta:
-                probs = (probs + torch.softmax(self.model(batch.flip(3)), dim=1)) / 2
-            out.append(probs.numpy())
+                logits = (logits + self.model(batch.flip(3))) / 2
+            out.append(logits.float().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.spec.class_names)))
+
+    def predict_proba(
+        self, pixels: np.ndarray, batch_size: int = 64, calibrated: bool = True
+    ) -> np.ndarray:
+        """Class probabilities (temperature-scaled unless ``calibrated=False``)."""
+        temperature = self.spec.temperature if calibrated else 1.0
+        return softmax(self.logits(pixels, batch_size), temperature)
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (numerically stable)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def save_bundle(folder: Path, model: torch.nn.Module, spec: BundleSpec) -> Path:
