@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MEDSIGHT_PROGRESS", "json")
+os.environ.setdefault("MEDSIGHT_BOOTSTRAP", "100")  # tests of the intervals set their own
 os.environ.setdefault("MEDSIGHT_CACHE", "off")  # tests that use the decoded cache set their own
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medsight.errors import ConfigError
 
@@ -93,6 +93,25 @@ class TrainConfig(Strict):
     unfreeze_lr_factor: float = Field(0.1, gt=0)
 
 
+class EvaluateConfig(Strict):
+    """How the decision threshold and calibration are set on the validation split."""
+
+    # "youden", "sensitivity>=0.95", "specificity>=0.9" or a fixed probability such as 0.5
+    threshold: str = "youden"
+    calibrate: bool = True  # temperature scaling fitted on the validation split
+    bootstrap_seed: int = 0
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _rule(cls, value: Any) -> str:
+        from medsight.evaluate.thresholds import check_rule
+
+        try:
+            return check_rule(str(value))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+
+
 class Recipe(Strict):
     name: str
     description: str
@@ -102,6 +121,7 @@ class Recipe(Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
 def recipe_names() -> list[str]:

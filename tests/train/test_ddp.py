@@ -42,5 +42,6 @@ def test_two_process_ddp_writes_one_bundle(malaria_subset: Path, tmp_path: Path)
     assert sorted(p.name for p in (out / "bundle").iterdir()) == [
         "bundle.json",
         "model.safetensors",
+        "model_card.md",
     ]
     assert done.stdout.count("run written to") == 1

@@ -120,8 +120,9 @@ def test_evaluate_on_unseen_patients(run: Path, tmp_path: Path) -> None:
     assert agree == pytest.approx(written["accuracy"])
     # probability is the disease class's: high where the model says Parasitized
     said_pos = predictions["prediction"] == "Parasitized"
-    assert (predictions.loc[said_pos, "probability"] >= 0.5).all()
-    assert (predictions.loc[~said_pos, "probability"] < 0.5).all()
+    threshold = load_bundle(run / "bundle").spec.threshold
+    assert (predictions.loc[said_pos, "probability"] >= threshold).all()
+    assert (predictions.loc[~said_pos, "probability"] < threshold).all()
     training = json.loads((run / "metrics.json").read_text())
     assert written["accuracy"] == pytest.approx(training["accuracy"], abs=1e-9)
 

@@ -1,8 +1,14 @@
-"""The run report: one self-contained HTML file (images inline), readable offline."""
+"""The report: one self-contained HTML file (images inline), readable offline.
+
+It is rendered from a folder alone (``metrics.json``, ``plots/``, and when present
+``config.yaml``, ``skipped.csv``, ``audit.json``), so ``train``, ``evaluate`` and ``audit`` all
+write the same report and a later ``audit`` can add its section to an existing one.
+"""
 
 from __future__ import annotations
 
 import base64
+import json
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -11,20 +17,38 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from medsight.config import Recipe
+from medsight.config import Recipe, load_recipe
 from medsight.data.sources import ImageTable
 from medsight.fsutil import atomic_write_text
 
-METRIC_ROWS = [
+BINARY_ROWS = [
     ("accuracy", "Accuracy"),
     ("sensitivity", "Sensitivity (recall, disease)"),
     ("specificity", "Specificity"),
     ("ppv", "Precision (PPV)"),
     ("npv", "NPV"),
     ("f1", "F1"),
+    ("mcc", "Matthews correlation (MCC)"),
     ("balanced_accuracy", "Balanced accuracy"),
     ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC (average precision)"),
+    ("brier", "Brier score (lower is better)"),
+    ("ece", "Expected calibration error (lower is better)"),
 ]
+MULTICLASS_ROWS = [
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("macro_sensitivity", "Sensitivity (macro)"),
+    ("macro_ppv", "Precision (macro)"),
+    ("macro_f1", "F1 (macro)"),
+    ("micro_f1", "F1 (micro)"),
+    ("mcc", "Matthews correlation (MCC)"),
+    ("roc_auc", "ROC-AUC (macro, one-vs-rest)"),
+    ("micro_roc_auc", "ROC-AUC (micro)"),
+    ("brier", "Brier score (lower is better)"),
+    ("ece", "Expected calibration error (lower is better)"),
+]
+PLOTS = ("curves", "confusion_matrix", "roc_pr", "reliability", "worst_errors", "predictions")
 
 
 def _inline_png(path: Path) -> str | None:
@@ -41,6 +65,7 @@ def data_summary(table: ImageTable) -> dict[str, Any]:
     )
     patients = frame[frame["patient"].notna()].groupby("split")["patient"].nunique()
     return {
+        "source": table.source,
         "splits": [
             {
                 "split": s,
@@ -56,37 +81,53 @@ def data_summary(table: ImageTable) -> dict[str, Any]:
     }
 
 
-def write_run_report(
-    out: Path,
-    recipe: Recipe,
-    table: ImageTable,
-    metrics: dict[str, Any],
-    skipped: list[tuple[str, str]],
-    split_warning: str | None,
-) -> Path:
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _recipe(folder: Path) -> Recipe | None:
+    config = folder / "config.yaml"
+    return load_recipe(str(config)) if config.is_file() else None
+
+
+def _skipped(folder: Path) -> list[tuple[str, str]]:
+    path = folder / "skipped.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return list(frame[["path", "reason"]].itertuples(index=False, name=None))
+
+
+def write_report(folder: Path, title: str | None = None) -> Path:
+    """Render ``folder/report.html`` from what the folder holds."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    recipe = _recipe(folder)
+    held_out = metrics.get("split") or "evaluated"
+    splits = {held_out: metrics}
+    if metrics.get("val") and held_out != "val":
+        splits = {"val": metrics["val"], **splits}
+    binary = metrics.get("positive_class") is not None
     template = jinja2.Template(
-        (resources.files("medsight") / "evaluate" / "templates" / "run_report.html").read_text(),
+        (resources.files("medsight") / "evaluate" / "templates" / "report.html").read_text(),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    splits = {
-        name: metrics.get(name) if name != metrics["split"] else metrics for name in ("val", "test")
-    }
+    leakage = metrics.get("leakage") or "not checked"
     html = template.render(
+        title=title or (recipe.name if recipe else "evaluation"),
         recipe=recipe,
+        published=recipe.published if recipe else None,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         metrics=metrics,
-        splits={k: v for k, v in splits.items() if v},
-        metric_rows=METRIC_ROWS,
-        data=data_summary(table),
-        source=table.source,
-        leakage=table.frame.attrs.get("leakage", "not checked"),
-        split_warning=split_warning,
-        skipped=skipped,
-        images={
-            name: _inline_png(out / "plots" / f"{name}.png")
-            for name in ("curves", "confusion_matrix", "predictions")
-        },
+        held_out=held_out,
+        splits=splits,
+        metric_rows=BINARY_ROWS if binary else MULTICLASS_ROWS,
+        data=metrics.get("data"),
+        leakage=leakage,
+        leakage_ok=leakage.startswith("no patient"),
+        skipped=_skipped(folder),
+        audit=_read_json(folder / "audit.json"),
+        images={name: _inline_png(folder / "plots" / f"{name}.png") for name in PLOTS},
     )
-    atomic_write_text(out / "report.html", html)
-    return out / "report.html"
+    atomic_write_text(folder / "report.html", html)
+    return folder / "report.html"

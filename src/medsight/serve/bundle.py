@@ -93,8 +93,10 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def save_bundle(folder: Path, model: torch.nn.Module, spec: BundleSpec) -> Path:
-    """Write a bundle atomically (a kill never leaves a half-written one)."""
+def save_bundle(
+    folder: Path, model: torch.nn.Module, spec: BundleSpec, card: str | None = None
+) -> Path:
+    """Write a bundle (and its model card) atomically: a kill never leaves a half-written one."""
     from medsight import __version__
 
     spec = spec.model_copy(
@@ -107,6 +109,8 @@ def save_bundle(folder: Path, model: torch.nn.Module, spec: BundleSpec) -> Path:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         (tmp / "bundle.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+        if card:
+            (tmp / "model_card.md").write_text(card)
     return folder
 
 

@@ -1,4 +1,8 @@
-"""What a finished run leaves behind: metrics, plots, the bundle and the report."""
+"""What a finished run leaves behind: metrics, plots, the bundle, its model card and the report.
+
+The decision threshold and the calibration temperature are fitted on the validation split here,
+before the test split is looked at, and stored in the bundle.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from torch import nn
 
 from medsight.config import Recipe
-from medsight.evaluate.metrics import classification_metrics
-from medsight.evaluate.plots import plot_confusion, plot_curves, plot_prediction_grid
-from medsight.evaluate.report import write_run_report
+from medsight.evaluate.card import model_card
+from medsight.evaluate.evaluation import calibrate_spec, evaluate_predictions, write_plots
+from medsight.evaluate.plots import plot_curves, plot_prediction_grid
+from medsight.evaluate.report import data_summary, write_report
 from medsight.fsutil import atomic_write_text
-from medsight.serve.bundle import Bundle, BundleSpec, save_bundle
+from medsight.serve.bundle import Bundle, BundleSpec, save_bundle, softmax
 from medsight.serve.predictor import predictions_frame
 from medsight.train.prepare import Prepared
 
@@ -30,23 +34,39 @@ def write_run_outputs(
     spec: BundleSpec,
     facts: dict[str, Any],
 ) -> dict[str, Any]:
-    """Evaluate the best model on val and test, then write metrics, plots, bundle, report."""
+    """Calibrate on val, evaluate val and test, then write metrics, plots, bundle, report."""
     bundle = Bundle(model.eval(), spec)
     labels, split = data.table.labels, data.split
-    results: dict[str, dict] = {}
-    probs: dict[str, np.ndarray] = {}
-    for name in ("val", "test"):
-        if (split == name).any():
-            probs[name] = bundle.predict_proba(data.pixels[split == name])
-            results[name] = classification_metrics(
-                labels[split == name],
-                probs[name],
-                spec.class_names,
-                spec.positive_index,
-                spec.threshold,
-            )
+    patients = data.table.frame["patient"].to_numpy()
+    logits = {
+        name: bundle.logits(data.pixels[split == name])
+        for name in ("val", "test")
+        if (split == name).any()
+    }
+    spec = calibrate_spec(
+        spec,
+        labels[split == "val"],
+        logits["val"],
+        recipe.evaluate.threshold,
+        recipe.evaluate.calibrate,
+    )
+    results = {
+        name: evaluate_predictions(
+            labels[split == name],
+            values,
+            spec,
+            groups=list(patients[split == name]),
+            seed=recipe.evaluate.bootstrap_seed,
+        )
+        for name, values in logits.items()
+    }
     held_out = "test" if "test" in results else "val"
-    _write_predictions(out / "predictions.csv", data, held_out, probs[held_out], spec)
+    held = split == held_out
+    probs = softmax(logits[held_out], spec.temperature)
+    frame = data.table.frame[held]
+    atomic_write_text(
+        out / "predictions.csv", predictions_frame(frame, probs, spec).to_csv(index=False)
+    )
     metrics = {
         **results[held_out],
         "split": held_out,
@@ -55,36 +75,28 @@ def write_run_outputs(
         "split_by": recipe.data.split_by,
         "skipped": len(data.skipped),
         "published": recipe.published.model_dump() if recipe.published else None,
+        "data": data_summary(data.table),
+        "leakage": data.table.frame.attrs.get("leakage"),
+        "split_warning": data.split_warning,
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
 
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
-    held = split == held_out
     plot_curves(pd.read_csv(out / "history.csv"), plots / "curves.png")
-    plot_confusion(
-        np.array(results[held_out]["confusion_matrix"]),
-        spec.class_names,
-        plots / "confusion_matrix.png",
-        title=f"{held_out} split",
-    )
+    write_plots(plots, data.pixels[held], labels[held], logits[held_out], spec, metrics, held_out)
     plot_prediction_grid(
         data.pixels[held],
         labels[held],
-        probs[held_out],
+        probs,
         spec.class_names,
         spec.positive_index,
         spec.threshold,
         plots / "predictions.png",
     )
     spec = spec.model_copy(update={"metrics": {k: metrics.get(k) for k in SUMMARY_KEYS}})
-    save_bundle(out / "bundle", model, spec)
-    write_run_report(out, recipe, data.table, metrics, data.skipped, data.split_warning)
+    card = model_card(spec, metrics, recipe)
+    atomic_write_text(out / "model_card.md", card)
+    save_bundle(out / "bundle", model, spec, card)
+    write_report(out)
     return metrics
-
-
-def _write_predictions(
-    path: Path, data: Prepared, split: str, probs: np.ndarray, spec: BundleSpec
-) -> None:
-    frame = data.table.frame[data.split == split]
-    atomic_write_text(path, predictions_frame(frame, probs, spec).to_csv(index=False))

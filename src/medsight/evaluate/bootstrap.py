@@ -1,0 +1,93 @@
+"""Percentile bootstrap confidence intervals that resample patients, not images.
+
+Cells or X-rays of one patient are correlated: resampling images would make the intervals too
+narrow. When patient ids exist, each resample draws patients with replacement and takes all of
+their images; otherwise it draws images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_RESAMPLES = 1000
+
+
+def default_resamples() -> int:
+    """1,000 resamples, or ``MEDSIGHT_BOOTSTRAP`` (fewer makes quick checks quicker)."""
+    return int(os.environ.get("MEDSIGHT_BOOTSTRAP", DEFAULT_RESAMPLES))
+
+
+Statistic = Callable[[np.ndarray], dict[str, float | None]]
+
+
+def group_indices(groups: Sequence | None, n: int) -> tuple[list[np.ndarray], str]:
+    """Row indices per patient (or per image when ids are missing), and the unit's name."""
+    if groups is None:
+        return [np.array([i]) for i in range(n)], "image"
+    ids = pd.Series(list(groups), dtype=object)
+    if ids.isna().all() or (ids.astype(str).str.strip() == "").all():
+        return [np.array([i]) for i in range(n)], "image"
+    # an image without a patient id is its own group
+    ids = ids.where(ids.notna() & (ids.astype(str).str.strip() != ""), pd.Series(range(n)))
+    codes, _ = pd.factorize(ids.astype(str))
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes))[:-1]
+    return np.split(order, bounds), "patient"
+
+
+def resample_indices(groups: list[np.ndarray], resamples: int, seed: int) -> list[np.ndarray]:
+    """Row indices of each resample: as many groups as there are, drawn with replacement."""
+    rng = np.random.default_rng(seed)
+    return [
+        np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
+        for _ in range(resamples)
+    ]
+
+
+def bootstrap(
+    statistic: Statistic,
+    n: int,
+    groups: Sequence | None = None,
+    resamples: int | None = None,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
+    """``{figure: {value, ci_low, ci_high}}`` for every figure ``statistic(rows)`` returns, and a
+    record of how the intervals were made (seed, resamples, unit, level).
+
+    Resamples where a figure is undefined (e.g. no positive patient drawn) are left out of that
+    figure's interval and counted in the record.
+    """
+    resamples = default_resamples() if resamples is None else resamples
+    point = statistic(np.arange(n))
+    parts, unit = group_indices(groups, n)
+    draws: dict[str, list[float]] = {k: [] for k in point}
+    for rows in resample_indices(parts, resamples, seed) if n else []:
+        for key, value in statistic(rows).items():
+            if key in draws and value is not None:
+                draws[key].append(value)
+    alpha = (1 - level) / 2
+    out: dict[str, dict[str, float | None]] = {}
+    for key, value in point.items():
+        values = np.asarray(draws[key])
+        enough = value is not None and len(values) >= max(10, resamples // 2)
+        out[key] = {
+            "value": value,
+            "ci_low": float(np.quantile(values, alpha)) if enough else None,
+            "ci_high": float(np.quantile(values, 1 - alpha)) if enough else None,
+        }
+    record = {
+        "method": "percentile bootstrap",
+        "unit": unit,
+        "groups": len(parts),
+        "resamples": resamples,
+        "seed": seed,
+        "level": level,
+        "undefined": {k: resamples - len(v) for k, v in draws.items() if len(v) < resamples},
+    }
+    return out, record
