@@ -82,3 +82,24 @@ def xray_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     model = create_model(spec.model_name, 2, 3, spec.image_size)
     return save_bundle(tmp_path_factory.mktemp("bundles") / "xray", model, spec)
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    found = shutil.which("chromium")
+    return found or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (its own browser download cannot work
+    offline); tests that need it skip with the reason when either is missing."""
+    executable = _chromium()
+    if executable is None:
+        pytest.skip("Chromium not found (/usr/bin/chromium or `chromium` on PATH)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Python Playwright not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True)
+        yield chromium
+        chromium.close()

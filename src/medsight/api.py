@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsight.config import load_recipe, recipe_names
 from medsight.data.inspect import Inspection, inspect_data
-from medsight.data.sources import ImageTable, load_table
-from medsight.errors import DataError
-from medsight.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from medsight.serve.batch import BatchResult
 
 
 def list_recipes() -> dict[str, str]:
@@ -68,56 +69,140 @@ def resume(run: str | Path, devices: int = 1) -> Path:
     return resume_run(run, devices=devices)
 
 
-def _align_classes(table: ImageTable, class_names: list[str]) -> ImageTable:
-    unknown = sorted(set(table.class_names) - set(class_names))
-    if unknown:
-        raise DataError(
-            f"{table.source}: classes {unknown} are not known to the model "
-            f"(it predicts {class_names}); rename the folders or labels"
-        )
-    return ImageTable(table.frame, list(class_names), table.source, table.skipped)
+def predict(
+    bundle: str | Path,
+    paths: list[str | Path],
+    out: str | Path,
+    batch_size: int = 64,
+    shard: str | None = None,
+    onnx: bool = True,
+) -> BatchResult:
+    """Predict every image in ``paths`` (files, folders searched recursively) into the CSV
+    ``out``; a rerun continues where an interrupted one stopped. ``shard="i/N"`` takes a
+    deterministic 1/N of the files (cluster array jobs). Returns the counts and the unreadable
+    files."""
+    from medsight.serve.batch import predict_files
+
+    return predict_files(bundle, list(paths), out, batch_size, shard, onnx)
+
+
+def explain(
+    bundle: str | Path,
+    images: list[str | Path],
+    out: str | Path,
+    method: str = "gradcam",
+    target: str | None = None,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Heat-map overlays (``<stem>_<method>.png``, at each image's own size) and
+    ``explanations.csv`` (prediction, target class, layer, faithfulness) in ``out``; returns
+    that table as a DataFrame. ``images`` may be files or folders."""
+    from medsight.explain import explain_files
+    from medsight.serve.batch import find_images
+    from medsight.serve.bundle import load_bundle
+
+    frame, _ = explain_files(load_bundle(bundle), find_images(images), out, method, target, layer)
+    return frame
+
+
+def export(
+    bundle: str | Path,
+    out: str | Path | None = None,
+    quantize: bool = False,
+    check: list[str | Path] | None = None,
+) -> Path:
+    """Export a bundle to ONNX (default ``BUNDLE/model.onnx`` + ``model.onnx.json``), kept only
+    if it matches PyTorch on the ``check`` images (files or folders; synthetic ones without);
+    ``quantize`` adds ``model.int8.onnx`` and reports how its decisions agree with fp32."""
+    from medsight.serve.export import export_onnx
+
+    return export_onnx(bundle, out, quantize, check)
 
 
 def evaluate(
-    bundle: str | Path, data: str | Path, out: str | Path, split: str | None = None
+    bundle: str | Path,
+    data: str | Path,
+    out: str | Path,
+    split: str | None = None,
+    class_map: dict[str, str] | None = None,
+    drop_unknown: bool = False,
+    resamples: int | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Score a bundle on labelled data; writes ``metrics.json`` and ``predictions.csv``.
+    """Score a bundle on labelled data: ``metrics.json`` (each figure with a 95 % CI, patients
+    resampled), ``predictions.csv``, plots, ``model_card.md`` and ``report.html`` in ``out``.
 
     ``split`` restricts a source that has splits (e.g. ``RUN/splits.csv`` with
-    ``split="test"``: the patients the model never saw).
+    ``split="test"``: the patients the model never saw). For external validation, ``class_map``
+    renames the data's classes to the model's (``{"COVID-19": "COVID"}``) and ``drop_unknown``
+    leaves out images of other classes.
     """
-    from medsight.evaluate.metrics import classification_metrics
-    from medsight.serve.bundle import load_bundle
-    from medsight.serve.predictor import predict_table
+    from medsight.evaluate.scoring import evaluate_bundle
 
-    loaded = load_bundle(bundle)
-    table = load_table(data)
-    if split:
-        if split not in set(table.frame["split"].dropna()):
-            raise DataError(
-                f"{data}: no images in split {split!r} "
-                f"(splits present: {sorted(table.frame['split'].dropna().unique())})"
-            )
-        table = table.subset(split)
-    table = _align_classes(table, loaded.spec.class_names)
-    predictions, probs, failures = predict_table(loaded, table)
-    aligned = _align_classes(ImageTable(predictions, [], table.source), loaded.spec.class_names)
-    metrics = classification_metrics(
-        aligned.labels,
-        probs,
-        loaded.spec.class_names,
-        loaded.spec.positive_index,
-        loaded.spec.threshold,
+    return evaluate_bundle(bundle, data, out, split, class_map, drop_unknown, resamples, seed)
+
+
+def serve(
+    bundle: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    **limits: Any,
+) -> None:
+    """Serve a bundle: REST API (``/v1/predict``, ``/v1/explain``, ``/v1/model``) and web page.
+
+    ``api_key`` defaults to the ``MEDSIGHT_API_KEY`` environment variable; ``limits`` go to
+    :func:`medsight.serve.app.create_app` (``max_upload_bytes``, ``max_pixels``, ...).
+    """
+    import logging
+    import os
+
+    import uvicorn
+
+    from medsight.serve.app import create_app
+
+    api_key = api_key or os.environ.get("MEDSIGHT_API_KEY") or None
+    app = create_app(bundle, api_key=api_key, **limits)
+    if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger(__name__).warning(
+            "serving on %s without an API key: anyone who can reach it can use the model "
+            "(set MEDSIGHT_API_KEY)",
+            host,
+        )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down gracefully
+        pass
+
+
+def compare(
+    bundle_a: str | Path,
+    bundle_b: str | Path,
+    data: str | Path,
+    split: str | None = None,
+    class_map: dict[str, str] | None = None,
+    drop_unknown: bool = False,
+    resamples: int | None = None,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Paired comparison of two bundles on the same images: DeLong's test for ROC-AUC and a
+    paired patient bootstrap (differences B - A with CIs and p-values) for the other figures."""
+    from medsight.evaluate.compare import compare_bundles
+
+    return compare_bundles(
+        bundle_a, bundle_b, data, split, class_map, drop_unknown, resamples, out=out
     )
-    skipped = table.skipped + failures
-    metrics.update(
-        bundle=str(Path(bundle)),
-        data=str(data),
-        split=split,
-        skipped=[{"path": p, "reason": r} for p, r in skipped],
-    )
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "predictions.csv", predictions.to_csv(index=False))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
-    return metrics
+
+
+def audit(
+    bundle: str | Path,
+    data: list[str | Path],
+    out: str | Path,
+    split: str | None = None,
+    class_map: dict[str, str] | None = None,
+    drop_unknown: bool = False,
+) -> dict[str, Any]:
+    """Shortcut audit (source probe, occlusion probe) added to the report in ``out``."""
+    from medsight.evaluate.audit import audit_bundle
+
+    return audit_bundle(bundle, list(data), out, split, class_map, drop_unknown)

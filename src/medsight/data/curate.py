@@ -119,7 +119,7 @@ def curate_covid(
         log.warning("%d metadata.csv rows skipped: %s", len(skipped), [p for p, _ in skipped])
     manifest = pd.DataFrame(train + test + other_rows, columns=MANIFEST_COLUMNS)
     source = f"ieee8023 covid-chestxray-dataset + {other_source} ({task}, seed {seed})"
-    table = ImageTable(manifest[COLUMNS].copy(), [COVID, other], source, skipped)
+    table = ImageTable(manifest[[*COLUMNS, "source"]].copy(), [COVID, other], source, skipped)
     summary: dict[str, Any] = {"task": task, "seed": seed, "other_source": other_source}
     summary |= _summary(sheet, positives, skipped, latest, manifest)
     return Curation(table, skipped, manifest, summary)

@@ -7,8 +7,9 @@ import functools
 import hashlib
 import os
 import warnings
+from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -22,6 +23,15 @@ DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}) | DICOM_SUFFIXES
 DEFAULT_MAX_PIXELS = 100_000_000
 NPZ_SEPARATOR = "::"
+# Content sniffing for bytes without a trustworthy name: magic bytes -> the one Pillow plugin
+# allowed to decode them (never Pillow's other plugins, e.g. EPS through Ghostscript).
+_PILLOW_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -70,6 +80,29 @@ def read_image(
     return _read_pillow(name, max_pixels, draft_size)
 
 
+def read_image_bytes(
+    data: bytes,
+    name: str = "upload",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Like :func:`read_image`, for bytes held in memory (an upload). The format is sniffed
+    from the content, never taken from ``name`` (which only labels errors): PNG, JPEG, BMP and
+    TIFF by their magic bytes, DICOM by "DICM" at offset 128 or as a preamble-less dataset."""
+    if not data:
+        raise UnreadableImageError(name, "empty file (0 bytes)")
+    if data[128:132] == b"DICM":
+        return _read_dicom(name, max_pixels, BytesIO(data))
+    for magic, fmt in _PILLOW_MAGIC.items():
+        if data.startswith(magic):
+            return _read_pillow(name, max_pixels, draft_size, BytesIO(data), (fmt,))
+    if _is_raw_dicom(data):
+        return _read_dicom(name, max_pixels, BytesIO(data))
+    reason = "not a PNG, JPEG, BMP, TIFF or DICOM image (unrecognised content)"
+    raise UnreadableImageError(name, reason)
+
+
 def load_image(
     path: str | Path,
     size: tuple[int, int] | None,
@@ -77,9 +110,15 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Return a uint8 array (H, W, channels), resized to size=(height, width) when given."""
+    return to_pixels(read_image(path, max_pixels, draft_size=size), size, channels)
+
+
+def to_pixels(img: Image.Image, size: tuple[int, int] | None, channels: int = 3) -> np.ndarray:
+    """A decoded image as the uint8 (H, W, channels) array a model sees: one resize rule for
+    training and serving, so their preprocessing cannot drift."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    img = read_image(path, max_pixels, draft_size=size).convert("L" if channels == 1 else "RGB")
+    img = img.convert("L" if channels == 1 else "RGB")
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
     arr = np.asarray(img, dtype=np.uint8)
@@ -135,12 +174,18 @@ def _normalize_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # P, PA, RGBA (alpha dropped), CMYK, YCbCr, LAB, HSV
 
 
-def _read_pillow(path: str, max_pixels: int, draft_size: tuple[int, int] | None) -> Image.Image:
+def _read_pillow(
+    path: str,
+    max_pixels: int,
+    draft_size: tuple[int, int] | None,
+    source: IO[bytes] | None = None,
+    formats: tuple[str, ...] | None = None,
+) -> Image.Image:
     try:
         # Pillow's own bomb check warns in Image.open: an error here only, filters restored.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if source is None else source, formats=formats) as img:
                 _check_pixels(path, img.width * img.height, max_pixels)
                 if draft_size is not None:
                     height, width = draft_size
@@ -158,12 +203,26 @@ def _read_pillow(path: str, max_pixels: int, draft_size: tuple[int, int] | None)
         raise UnreadableImageError(path, f"truncated or corrupt image data: {exc}") from exc
 
 
-def _read_dicom(path: str, max_pixels: int) -> Image.Image:
+def _is_raw_dicom(data: bytes) -> bool:
+    """Whether pydicom reads ``data`` (forced) as a dataset with an image size: a DICOM file
+    that lacks the 128-byte preamble and the "DICM" magic."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # garbage read as DICOM warns about every element
+            ds = pydicom.dcmread(BytesIO(data), force=True, stop_before_pixels=True)
+            return "Rows" in ds and "Columns" in ds
+    except Exception:  # pydicom raises many types for data that is no DICOM at all
+        return False
+
+
+def _read_dicom(path: str, max_pixels: int, source: IO[bytes] | None = None) -> Image.Image:
     import pydicom  # deferred: only DICOM datasets pay for the import
     from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 
     try:  # force: a .dcm file may lack the 128-byte preamble and the "DICM" magic
-        ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(path if source is None else source, force=True)
     except Exception as exc:  # pydicom raises many types for malformed files
         raise UnreadableImageError(path, f"corrupt DICOM file: {exc}") from exc
     if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:

@@ -28,6 +28,7 @@ SPLIT_ALIASES = {
 PATH_COLUMNS = ("path", "filename", "file", "image", "image_path")
 LABEL_COLUMNS = ("label", "class", "finding", "target")
 PATIENT_COLUMNS = ("patient", "patientid", "patient_id", "subject")
+SOURCE_COLUMNS = ("source", "site", "dataset", "hospital")
 
 
 @dataclass
@@ -158,6 +159,8 @@ def from_csv(csv: Path) -> ImageTable:
     label_col = _pick(columns, LABEL_COLUMNS, csv, required=True)
     patient_col = _pick(columns, PATIENT_COLUMNS, csv, required=False)
     split_col = _pick(columns, ("split", "fold_split", "subset"), csv, required=False)
+    source_col = _pick(columns, SOURCE_COLUMNS, csv, required=False)
+    folder_col = "folder" if "folder" in columns and path_col == "filename" else None
     rows, skipped = [], []
     for number, record in enumerate(sheet.to_dict("records"), start=2):
         raw = record[path_col].strip()
@@ -166,7 +169,8 @@ def from_csv(csv: Path) -> ImageTable:
             skipped.append((f"{csv}:{number}", "row has an empty path or label"))
             continue
         is_entry = "::" in raw  # an npz array entry, e.g. data.npz::test_images/5
-        file = raw if Path(raw).is_absolute() else str(csv.parent / raw)
+        folder = record[folder_col].strip() if folder_col else ""  # ieee8023: folder + filename
+        file = raw if Path(raw).is_absolute() else str(csv.parent / folder / raw)
         if not is_entry and not Path(file).is_file():
             skipped.append((file, f"listed in {csv} line {number} but the file does not exist"))
             continue
@@ -176,10 +180,14 @@ def from_csv(csv: Path) -> ImageTable:
             raise DataError(
                 f"{csv} line {number}: unknown split {split!r} (use train, val or test)"
             )
-        rows.append((file, label, patient or patient_from_filename(file), SPLIT_ALIASES.get(split)))
+        source = record[source_col].strip() if source_col else None
+        patient = patient or patient_from_filename(file)
+        rows.append((file, label, patient, SPLIT_ALIASES.get(split), source or None))
     if skipped:
         log.warning("%s: %d row(s) skipped, e.g. %s: %s", csv, len(skipped), *skipped[0])
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "source"])
+    if not source_col:
+        frame = frame.drop(columns="source")
     return ImageTable(frame, sorted(frame["label"].unique()), f"csv {csv}", skipped)
 
 

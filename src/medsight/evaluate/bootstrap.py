@@ -30,11 +30,12 @@ def group_indices(groups: Sequence | None, n: int) -> tuple[list[np.ndarray], st
     if groups is None:
         return [np.array([i]) for i in range(n)], "image"
     ids = pd.Series(list(groups), dtype=object)
-    if ids.isna().all() or (ids.astype(str).str.strip() == "").all():
+    missing = ids.map(lambda v: pd.isna(v) or not str(v).strip()).to_numpy(dtype=bool)
+    if missing.all():
         return [np.array([i]) for i in range(n)], "image"
     # an image without a patient id is its own group
-    ids = ids.where(ids.notna() & (ids.astype(str).str.strip() != ""), pd.Series(range(n)))
-    codes, _ = pd.factorize(ids.astype(str))
+    labels = np.where(missing, [f"\0image-{i}" for i in range(n)], ids.astype(str))
+    codes, _ = pd.factorize(labels)
     order = np.argsort(codes, kind="stable")
     bounds = np.cumsum(np.bincount(codes))[:-1]
     return np.split(order, bounds), "patient"
@@ -56,9 +57,14 @@ def bootstrap(
     resamples: int | None = None,
     seed: int = 0,
     level: float = 0.95,
+    p_values: bool = False,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
     """``{figure: {value, ci_low, ci_high}}`` for every figure ``statistic(rows)`` returns, and a
     record of how the intervals were made (seed, resamples, unit, level).
+
+    With ``p_values`` (for differences between two models) each figure also gets the two-sided
+    bootstrap p-value of 'the difference is zero': twice the share of resamples on the far side
+    of zero.
 
     Resamples where a figure is undefined (e.g. no positive patient drawn) are left out of that
     figure's interval and counted in the record.
@@ -81,6 +87,9 @@ def bootstrap(
             "ci_low": float(np.quantile(values, alpha)) if enough else None,
             "ci_high": float(np.quantile(values, 1 - alpha)) if enough else None,
         }
+        if p_values:
+            share = min((values <= 0).mean(), (values >= 0).mean()) if enough else None
+            out[key]["p_value"] = None if share is None else float(min(1.0, 2 * share))
     record = {
         "method": "percentile bootstrap",
         "unit": unit,

@@ -85,7 +85,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _recipe(folder: Path) -> Recipe | None:
+def recipe_of(folder: Path) -> Recipe | None:
+    """The resolved recipe of a run directory (None for an evaluation folder)."""
     config = folder / "config.yaml"
     return load_recipe(str(config)) if config.is_file() else None
 
@@ -101,7 +102,7 @@ def _skipped(folder: Path) -> list[tuple[str, str]]:
 def write_report(folder: Path, title: str | None = None) -> Path:
     """Render ``folder/report.html`` from what the folder holds."""
     metrics = json.loads((folder / "metrics.json").read_text())
-    recipe = _recipe(folder)
+    recipe = recipe_of(folder)
     held_out = metrics.get("split") or "evaluated"
     splits = {held_out: metrics}
     if metrics.get("val") and held_out != "val":
@@ -114,7 +115,7 @@ def write_report(folder: Path, title: str | None = None) -> Path:
     )
     leakage = metrics.get("leakage") or "not checked"
     html = template.render(
-        title=title or (recipe.name if recipe else "evaluation"),
+        title=title or metrics.get("title") or (recipe.name if recipe else "evaluation"),
         recipe=recipe,
         published=recipe.published if recipe else None,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

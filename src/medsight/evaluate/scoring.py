@@ -127,24 +127,38 @@ def evaluate_bundle(
     resamples: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Score a bundle on labelled data and write ``metrics.json``, ``predictions.csv``,
-    ``skipped.csv``, ``plots/``, ``model_card.md`` and ``report.html`` into ``out``."""
+    """Score a bundle on labelled data; write the evaluation folder (:func:`write_evaluation`)."""
     bundle = load_bundle(bundle_path)
+    table = load_labelled(data, bundle.spec.class_names, split, class_map, drop_unknown)
+    facts = {"bundle": str(bundle_path), "data_path": str(data), "split": split}
+    return write_evaluation(
+        Path(out),
+        bundle,
+        score_table(bundle, table),
+        facts | {"class_map": class_map or {}},
+        resamples,
+        seed,
+    )
+
+
+def write_evaluation(
+    out: Path,
+    bundle: Bundle,
+    scored: Scored,
+    facts: dict[str, Any],
+    resamples: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``metrics.json``, ``predictions.csv``, ``skipped.csv``, ``plots/``, ``model_card.md`` and
+    ``report.html`` for one scored table."""
     spec = bundle.spec
-    table = load_labelled(data, spec.class_names, split, class_map, drop_unknown)
-    scored = score_table(bundle, table)
     metrics = evaluate_predictions(
         scored.labels, scored.logits, spec, scored.patients, resamples, seed
     )
-    metrics.update(
-        bundle=str(Path(bundle_path)),
-        data_path=str(data),
-        split=split,
-        class_map=class_map or {},
-        skipped=[{"path": p, "reason": r} for p, r in scored.skipped],
-        data=data_summary(scored.table),
-    )
-    out = Path(out)
+    metrics.update(facts)
+    metrics["title"] = f"{spec.recipe or spec.model_name} on {facts.get('data_path')}"
+    metrics["skipped"] = [{"path": p, "reason": r} for p, r in scored.skipped]
+    metrics["data"] = data_summary(scored.table)
     out.mkdir(parents=True, exist_ok=True)
     probs = softmax(scored.logits, spec.temperature)
     frame = predictions_frame(scored.table.frame, probs, spec)
@@ -152,17 +166,17 @@ def evaluate_bundle(
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     skipped = pd.DataFrame(scored.skipped, columns=["path", "reason"])
     atomic_write_text(out / "skipped.csv", skipped.to_csv(index=False))
-    if scored.table.frame.shape[0]:
-        write_plots(
-            out / "plots",
-            scored.pixels,
-            scored.labels,
-            scored.logits,
-            spec,
-            metrics,
-            split or "evaluated",
-            scored.patients,
-        )
+    title = facts.get("split") or "evaluated"
+    write_plots(
+        out / "plots",
+        scored.pixels,
+        scored.labels,
+        scored.logits,
+        spec,
+        metrics,
+        title,
+        scored.patients,
+    )
     atomic_write_text(out / "model_card.md", model_card(spec, metrics))
-    write_report(out, title=f"{spec.recipe or spec.model_name} on {data}")
+    write_report(out)
     return metrics

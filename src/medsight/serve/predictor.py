@@ -46,8 +46,9 @@ def predictions_frame(frame: pd.DataFrame, probs: np.ndarray, spec: BundleSpec) 
         {
             "path": frame["path"].to_numpy(),
             "label": frame["label"].to_numpy(),
-            "probability": (probs[:, pos] if pos is not None else probs.max(axis=1)).round(6),
+            # unrounded: rounding creates ties that change the ROC-AUC computed from this file
+            "probability": probs[:, pos] if pos is not None else probs.max(axis=1),
             "prediction": [spec.class_names[i] for i in predicted],
-            **{f"p_{name}": probs[:, i].round(6) for i, name in enumerate(spec.class_names)},
+            **{f"p_{name}": probs[:, i] for i, name in enumerate(spec.class_names)},
         }
     )

@@ -157,7 +157,8 @@ def prepare(
     if write:
         skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
         skipped.to_csv(out / "skipped.csv", index=False)
-        table.frame[SPLIT_COLUMNS].to_csv(out / "splits.csv", index=False)
+        columns = SPLIT_COLUMNS + (["source"] if "source" in table.frame else [])
+        table.frame[columns].to_csv(out / "splits.csv", index=False)
         facts = {
             "data": str(data),
             "source": table.source,
