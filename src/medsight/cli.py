@@ -219,7 +219,12 @@ def _add_inference_commands(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("bundle", help="bundle folder (or the run directory holding it)")
     explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     explain.add_argument("--out", required=True, help="folder for the overlays and the CSV")
-    explain.add_argument("--method", default="gradcam", help="CAM method (gradcam)")
+    explain.add_argument(
+        "--method",
+        default="gradcam",
+        help="CAM method: gradcam (default), gradcam++, hirescam, xgradcam, layercam, "
+        "eigencam, scorecam, ...",
+    )
     explain.add_argument("--target", metavar="CLASS", help="class to explain (the predicted)")
     explain.add_argument("--layer", metavar="NAME", help="module to explain (the last map)")
 

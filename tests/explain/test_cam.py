@@ -4,6 +4,7 @@ keep the image's size, and the model is left as it was."""
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -185,17 +186,23 @@ def test_explain_files_overlays_have_the_image_size(tmp_path: Path, xray_bundle:
     for name, (h, w) in sizes.items():
         Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).save(tmp_path / name)
         paths.append(tmp_path / name)
+    (tmp_path / "other").mkdir()
+    shutil.copy(paths[0], tmp_path / "other" / "wide.png")  # same name, another folder
     (tmp_path / "broken.png").write_bytes(b"not an image")
-    frame, skipped = explain_files(
-        load_bundle(xray_bundle), [*paths, tmp_path / "broken.png"], tmp_path / "out"
-    )
+    bundle = load_bundle(xray_bundle)
+    paths += [tmp_path / "other" / "wide.png", tmp_path / "broken.png"]
+    with pytest.raises(MedsightError, match="unknown CAM method"):
+        explain_files(bundle, paths, tmp_path / "out", method="nope")
+    assert not (tmp_path / "out").exists()
+    frame, skipped = explain_files(bundle, paths, tmp_path / "out")
     assert [Path(p).name for p, _ in skipped] == ["broken.png"]
-    for name, (h, w) in sizes.items():
-        with Image.open(tmp_path / "out" / f"{Path(name).stem}_gradcam.png") as overlay:
-            assert (overlay.size, overlay.mode) == ((w, h), "RGB")
     with open(tmp_path / "out" / "explanations.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [Path(r["path"]).name for r in rows] == list(sizes)
+    overlays = ["wide_gradcam.png", "tall_gradcam.png", "wide_gradcam-2.png"]
+    assert [r["overlay"] for r in rows] == list(frame["overlay"]) == overlays
+    for name, (h, w) in zip(overlays, [*sizes.values(), sizes["wide.png"]], strict=True):
+        with Image.open(tmp_path / "out" / name) as overlay:
+            assert (overlay.size, overlay.mode) == ((w, h), "RGB")
     assert {r["layer"] for r in rows} == {"features"}
     assert all(r["prediction"] in ("NORMAL", "PNEUMONIA") for r in rows)
     assert all(np.isfinite(float(r["faithfulness"])) for r in rows)

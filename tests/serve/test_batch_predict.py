@@ -161,6 +161,13 @@ def test_inputs_and_csv_mismatch_are_clear_errors(
     other.write_text("path,label\nx.png,NORMAL\n")
     with pytest.raises(MedsightError, match="exists with columns .*choose another --out"):
         predict_files(bundle_dir, [folder], other)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 4 + b"\n")
+    with pytest.raises(MedsightError, match="binary.csv: not a predictions CSV"):
+        predict_files(bundle_dir, [folder], binary)
+    empty = tmp_path / "empty.csv"
+    empty.touch()  # e.g. made by a job script: started afresh
+    assert predict_files(bundle_dir, [folder], empty).predicted == 13
     with pytest.raises(MedsightError, match="no image files found"):
         predict_files(bundle_dir, [tmp_path / "bundle"], tmp_path / "p.csv")
     args = ["predict", str(bundle_dir), str(folder), "--out", str(tmp_path / "p.csv")]

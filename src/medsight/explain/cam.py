@@ -174,6 +174,11 @@ def overlay_image(pixels: np.ndarray, heatmap: np.ndarray, weight: float = 0.5) 
     return np.uint8(np.clip(weight * image + (1 - weight) * colour, 0, 255))
 
 
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise MedsightError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
+
+
 def explain(
     bundle: Bundle,
     pixels: np.ndarray,
@@ -197,9 +202,12 @@ def explain(
     faithful); near 0, the map says little about what the model uses. It costs 8 forward
     passes and 8 sparse solves (about 0.1 s at 64x64, 3-5 s at 224x224 on 2 cores);
     ``score_faithfulness=False`` skips it (``faithfulness`` is then NaN).
+
+    The model gets hooks for the duration of the call and gives them back, with its
+    parameters' ``requires_grad`` and ``.grad`` unchanged; other forward passes of the same
+    model must not run at the same time (a server runs both on one model thread).
     """
-    if method not in METHODS:
-        raise MedsightError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
+    check_method(method)
     spec = bundle.spec
     expected = (*spec.image_size, spec.channels)
     if pixels.dtype != np.uint8 or pixels.shape != expected:

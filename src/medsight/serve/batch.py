@@ -75,13 +75,20 @@ def in_shard(path: str, index: int, count: int) -> bool:
 
 
 def _done_paths(out: Path, header: list[str]) -> set[str]:
-    """Paths already in ``out``; drops a partial last line left by a kill; checks the header."""
-    with open(out, "rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
+    """Paths already in ``out`` (a new file gets the header); drops a partial last line left
+    by a kill; refuses a file that is not this bundle's predictions table."""
+    data = out.read_bytes() if out.is_file() else b""
+    if not data.strip():
+        atomic_write_text(out, ",".join(header) + "\n")
+        return set()
+    if not data.endswith(b"\n"):
+        with open(out, "rb+") as handle:
             handle.truncate(data.rfind(b"\n") + 1)
-            log.warning("%s: dropped an incomplete last row (interrupted run)", out)
-    frame = pd.read_csv(out, dtype={"path": str}, keep_default_na=False)
+        log.warning("%s: dropped an incomplete last row (interrupted run)", out)
+    try:
+        frame = pd.read_csv(out, dtype={"path": str}, keep_default_na=False)
+    except ValueError as exc:  # pandas' parser and decoding errors are ValueErrors
+        raise MedsightError(f"{out}: not a predictions CSV ({exc}); choose another --out") from exc
     if list(frame.columns) != header:
         raise MedsightError(
             f"{out}: exists with columns {list(frame.columns)}, not this bundle's {header}; "
@@ -91,7 +98,7 @@ def _done_paths(out: Path, header: list[str]) -> set[str]:
 
 
 def _decode(
-    paths: list[str], size: tuple[int, int], channels: int, threads: int
+    pool: ThreadPoolExecutor, paths: list[str], size: tuple[int, int], channels: int
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     def one(path: str) -> np.ndarray | str:
         try:
@@ -99,8 +106,7 @@ def _decode(
         except UnreadableImageError as exc:
             return exc.reason
 
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(one, paths))
+    results = list(pool.map(one, paths))
     good = [(p, r) for p, r in zip(paths, results, strict=True) if not isinstance(r, str)]
     bad = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
     pixels = np.stack([r for _, r in good]) if good else np.zeros((0, *size, channels), np.uint8)
@@ -138,14 +144,10 @@ def predict_files(
     spec, out = model.spec, Path(out)
     files = find_images(paths)
     if shard is not None:
-        index, count = parse_shard(shard) if isinstance(shard, str) else shard
+        index, count = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
         files = [f for f in files if in_shard(f, index, count)]
     header = ["path", "probability", "prediction"] + [f"p_{c}" for c in spec.class_names]
-    if out.is_file():
-        done = _done_paths(out, header)
-    else:
-        atomic_write_text(out, ",".join(header) + "\n")
-        done = set()
+    done = _done_paths(out, header)
     todo = [f for f in files if f not in done]
     engine = getattr(model, "engine", "torch")
     result = BatchResult(out, engine, len(files), len(files) - len(todo), 0)
@@ -157,10 +159,10 @@ def predict_files(
         len(todo),
         engine,
     )
-    with Progress(len(todo), "predict", "img") as bar:
+    with Progress(len(todo), "predict", "img") as bar, ThreadPoolExecutor(threads) as pool:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            good, pixels, bad = _decode(chunk, tuple(spec.image_size), spec.channels, threads)
+            good, pixels, bad = _decode(pool, chunk, tuple(spec.image_size), spec.channels)
             for path, reason in bad:
                 log.warning("skipped %s: %s", path, reason)
             result.skipped += bad

@@ -110,10 +110,9 @@ def load_predictor(bundle_path: str | Path, prefer_onnx: bool = True) -> Bundle 
     a stale export is passed over with a warning rather than giving different answers.
     """
     folder = bundle_folder(bundle_path)
-    onnx_path = folder / ONNX_NAME
-    if prefer_onnx and onnx_path.is_file() and sidecar(onnx_path).is_file():
+    onnx_path, weights = folder / ONNX_NAME, folder / "model.safetensors"
+    if prefer_onnx and onnx_path.is_file() and sidecar(onnx_path).is_file() and weights.is_file():
         meta = json.loads(sidecar(onnx_path).read_text())
-        weights = folder / "model.safetensors"
         if meta.get("weights_sha256") != sha256_file(weights):
             log.warning("%s was exported from other weights; using PyTorch (re-export)", onnx_path)
         elif meta.get("onnx_sha256") != sha256_file(onnx_path):
