@@ -64,7 +64,7 @@ def xray_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from medsight.models.zoo import create_model
-    from medsight.serve.bundle import BundleSpec, save_bundle
+    from medsight.serving.bundle import BundleSpec, save_bundle
 
     torch.manual_seed(0)
     spec = BundleSpec(

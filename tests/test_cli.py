@@ -93,3 +93,15 @@ def test_errors_are_one_clear_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_api_functions_survive_importing_every_subpackage() -> None:
+    import importlib
+
+    import medsight
+
+    for package in ("data", "models", "training", "evaluation", "explanation", "serving"):
+        importlib.import_module(f"medsight.{package}")
+    for name in medsight.__all__:
+        if name != "__version__":
+            assert callable(getattr(medsight, name)), name

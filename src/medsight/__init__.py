@@ -7,7 +7,23 @@ The Python API mirrors the ``medsight`` command: each sub-command is one functio
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["download", "evaluate", "inspect", "list_recipes", "resume", "train", "__version__"]
+__all__ = [
+    "audit",
+    "compare",
+    "download",
+    "evaluate",
+    "explain",
+    "export",
+    "inspect",
+    "list_recipes",
+    "predict",
+    "resume",
+    "serve",
+    "train",
+    "__version__",
+]
+# No subpackage may share a name with a function above: importing ``medsight.X`` would replace
+# the function ``medsight.X`` (hence ``training``, ``evaluation``, ``explanation``, ``serving``).
 
 
 def __getattr__(name: str):  # PEP 562: import the heavy API (torch) only when used

@@ -11,7 +11,7 @@ from medsight.data.inspect import Inspection, inspect_data
 if TYPE_CHECKING:
     import pandas as pd
 
-    from medsight.serve.batch import BatchResult
+    from medsight.serving.batch import BatchResult
 
 
 def list_recipes() -> dict[str, str]:
@@ -48,8 +48,8 @@ def train(
     under torchrun / SLURM). ``folds`` = K trains K models by patient-grouped k-fold
     cross-validation (``RUN/fold-k``) and pools their out-of-fold metrics in ``RUN``.
     """
-    from medsight.train.cv import cross_validate
-    from medsight.train.fit import train as fit
+    from medsight.training.cv import cross_validate
+    from medsight.training.fit import train as fit
 
     extra = list(overrides)
     if epochs is not None:
@@ -64,7 +64,7 @@ def train(
 
 def resume(run: str | Path, devices: int = 1) -> Path:
     """Continue an interrupted run from its last checkpoint, with its own config and splits."""
-    from medsight.train.fit import resume as resume_run
+    from medsight.training.fit import resume as resume_run
 
     return resume_run(run, devices=devices)
 
@@ -81,7 +81,7 @@ def predict(
     ``out``; a rerun continues where an interrupted one stopped. ``shard="i/N"`` takes a
     deterministic 1/N of the files (cluster array jobs). Returns the counts and the unreadable
     files."""
-    from medsight.serve.batch import predict_files
+    from medsight.serving.batch import predict_files
 
     return predict_files(bundle, list(paths), out, batch_size, shard, onnx)
 
@@ -97,9 +97,9 @@ def explain(
     """Heat-map overlays (``<stem>_<method>.png``, at each image's own size) and
     ``explanations.csv`` (prediction, target class, layer, faithfulness) in ``out``; returns
     that table as a DataFrame. ``images`` may be files or folders."""
-    from medsight.explain import explain_files
-    from medsight.serve.batch import find_images
-    from medsight.serve.bundle import load_bundle
+    from medsight.explanation import explain_files
+    from medsight.serving.batch import find_images
+    from medsight.serving.bundle import load_bundle
 
     frame, _ = explain_files(load_bundle(bundle), find_images(images), out, method, target, layer)
     return frame
@@ -114,7 +114,7 @@ def export(
     """Export a bundle to ONNX (default ``BUNDLE/model.onnx`` + ``model.onnx.json``), kept only
     if it matches PyTorch on the ``check`` images (files or folders; synthetic ones without);
     ``quantize`` adds ``model.int8.onnx`` and reports how its decisions agree with fp32."""
-    from medsight.serve.export import export_onnx
+    from medsight.serving.export import export_onnx
 
     return export_onnx(bundle, out, quantize, check)
 
@@ -137,7 +137,7 @@ def evaluate(
     renames the data's classes to the model's (``{"COVID-19": "COVID"}``) and ``drop_unknown``
     leaves out images of other classes.
     """
-    from medsight.evaluate.scoring import evaluate_bundle
+    from medsight.evaluation.scoring import evaluate_bundle
 
     return evaluate_bundle(bundle, data, out, split, class_map, drop_unknown, resamples, seed)
 
@@ -152,14 +152,14 @@ def serve(
     """Serve a bundle: REST API (``/v1/predict``, ``/v1/explain``, ``/v1/model``) and web page.
 
     ``api_key`` defaults to the ``MEDSIGHT_API_KEY`` environment variable; ``limits`` go to
-    :func:`medsight.serve.app.create_app` (``max_upload_bytes``, ``max_pixels``, ...).
+    :func:`medsight.serving.app.create_app` (``max_upload_bytes``, ``max_pixels``, ...).
     """
     import logging
     import os
 
     import uvicorn
 
-    from medsight.serve.app import create_app
+    from medsight.serving.app import create_app
 
     api_key = api_key or os.environ.get("MEDSIGHT_API_KEY") or None
     app = create_app(bundle, api_key=api_key, **limits)
@@ -187,7 +187,7 @@ def compare(
 ) -> dict[str, Any]:
     """Paired comparison of two bundles on the same images: DeLong's test for ROC-AUC and a
     paired patient bootstrap (differences B - A with CIs and p-values) for the other figures."""
-    from medsight.evaluate.compare import compare_bundles
+    from medsight.evaluation.compare import compare_bundles
 
     return compare_bundles(
         bundle_a, bundle_b, data, split, class_map, drop_unknown, resamples, out=out
@@ -203,6 +203,6 @@ def audit(
     drop_unknown: bool = False,
 ) -> dict[str, Any]:
     """Shortcut audit (source probe, occlusion probe) added to the report in ``out``."""
-    from medsight.evaluate.audit import audit_bundle
+    from medsight.evaluation.audit import audit_bundle
 
     return audit_bundle(bundle, list(data), out, split, class_map, drop_unknown)

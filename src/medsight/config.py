@@ -104,7 +104,7 @@ class EvaluateConfig(Strict):
     @field_validator("threshold", mode="before")
     @classmethod
     def _rule(cls, value: Any) -> str:
-        from medsight.evaluate.thresholds import check_rule
+        from medsight.evaluation.thresholds import check_rule
 
         try:
             return check_rule(str(value))

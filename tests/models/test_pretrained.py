@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from medsight.errors import ConfigError
 from medsight.models.pretrained import OFFLINE_WEIGHTS, load_pretrained
 from medsight.models.zoo import create_model
-from medsight.serve.bundle import BundleSpec, save_bundle
+from medsight.serving.bundle import BundleSpec, save_bundle
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

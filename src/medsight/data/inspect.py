@@ -12,7 +12,7 @@ from medsight.data.io import content_sha256, read_image
 from medsight.data.sources import load_table
 from medsight.data.splits import find_leakage
 from medsight.errors import UnreadableImageError
-from medsight.evaluate.report import data_summary
+from medsight.evaluation.report import data_summary
 from medsight.progress import Progress
 
 

@@ -232,7 +232,7 @@ def _strip_wrapper(state: State, model: nn.Module) -> State:
 
 
 def _bundle_state(folder: Path, model_name: str) -> tuple[State, str, tuple]:
-    from medsight.serve.bundle import read_bundle
+    from medsight.serving.bundle import read_bundle
 
     spec, state, folder = read_bundle(folder)
     if spec.model_name != model_name:

@@ -1,0 +1,49 @@
+"""The ``medsight`` command: a thin layer over :mod:`medsight.api`.
+
+Each module registers one group of sub-commands with the function that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from medsight import __version__
+from medsight.cli import core, evaluation, inference
+from medsight.errors import MedsightError
+
+# commands that do heavy numeric work re-exec with tcmalloc/jemalloc when installed
+FAST_ALLOCATOR = {"train", "evaluate", "compare", "audit", "predict", "serve"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medsight",
+        description="Medical image classification: curate data without patient leakage, "
+        "train, evaluate, explain, export and serve.",
+    )
+    parser.add_argument("--version", action="version", version=f"medsight {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (core, evaluation, inference):
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if argv is None and args.command in FAST_ALLOCATOR:
+        from medsight.allocator import reexec_with_fast_allocator
+
+        reexec_with_fast_allocator(sys.argv[1:])
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.run(args)
+    except MedsightError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,108 @@
+"""``medsight predict``, ``explain``, ``export`` and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict", help="predict image files and folders into a CSV (resumable, shardable)"
+    )
+    predict.add_argument("bundle", help="bundle folder (or the run directory holding it)")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--out", required=True, help="CSV to write (a rerun continues it)")
+    predict.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
+    predict.add_argument(
+        "--shard", metavar="i/N", help="only the i-th of N disjoint parts of the files"
+    )
+    predict.add_argument(
+        "--no-onnx", action="store_true", help="predict with PyTorch even if model.onnx exists"
+    )
+
+    explain = commands.add_parser("explain", help="Grad-CAM heat-map overlays for images")
+    explain.add_argument("bundle", help="bundle folder (or the run directory holding it)")
+    explain.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    explain.add_argument("--out", required=True, help="folder for the overlays and the CSV")
+    explain.add_argument(
+        "--method",
+        default="gradcam",
+        help="CAM method: gradcam (default), gradcam++, hirescam, xgradcam, layercam, "
+        "eigencam, scorecam, ...",
+    )
+    explain.add_argument("--target", metavar="CLASS", help="class to explain (the predicted)")
+    explain.add_argument("--layer", metavar="NAME", help="module to explain (the last map)")
+
+    export = commands.add_parser("export", help="export a bundle to ONNX, checked on images")
+    export.add_argument("bundle", help="bundle folder (or the run directory holding it)")
+    export.add_argument("--format", choices=["onnx"], default="onnx", help="only onnx")
+    export.add_argument("--out", help="file to write (default: BUNDLE/model.onnx)")
+    export.add_argument(
+        "--quantize", choices=["int8"], help="also write an int8 model (model.int8.onnx)"
+    )
+    export.add_argument(
+        "--check",
+        nargs="+",
+        metavar="DIR_OR_FILE",
+        help="real images to compare ONNX with PyTorch on (default: synthetic ones)",
+    )
+    predict.set_defaults(run=run_predict)
+    explain.set_defaults(run=run_explain)
+    export.set_defaults(run=run_export)
+
+    serve = commands.add_parser("serve", help="REST API and web page for a bundle")
+    serve.add_argument("bundle", help="bundle folder (or the run directory holding it)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    serve.add_argument(
+        "--api-key",
+        help="require this key in the X-API-Key header of /v1 requests "
+        "(better: set MEDSIGHT_API_KEY, which other users cannot see in the process list)",
+    )
+    serve.add_argument(
+        "--no-onnx", action="store_true", help="predict with PyTorch even if model.onnx exists"
+    )
+    serve.set_defaults(run=run_serve)
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from medsight import api
+
+    done = api.predict(
+        args.bundle, args.paths, args.out, args.batch_size, args.shard, not args.no_onnx
+    )
+    for path, reason in done.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(
+        f"{done.out}: {done.predicted} new, {done.already_done} already there, "
+        f"{len(done.skipped)} unreadable, of {done.files} files ({done.engine})"
+    )
+
+
+def run_explain(args: argparse.Namespace) -> None:
+    from medsight import api
+
+    frame = api.explain(args.bundle, args.images, args.out, args.method, args.target, args.layer)
+    print(f"{len(frame)} overlays and explanations.csv written to {args.out}")
+
+
+def run_export(args: argparse.Namespace) -> None:
+    from medsight import api
+
+    path = api.export(args.bundle, args.out, args.quantize == "int8", args.check)
+    meta = json.loads(path.with_name(path.name + ".json").read_text())
+    print(f"{path}: parity with PyTorch {json.dumps(meta['parity'])}")
+    if args.quantize:
+        from medsight.serving.export import int8_path
+
+        int8 = int8_path(path)
+        meta = json.loads(int8.with_name(int8.name + ".json").read_text())
+        print(f"{int8}: {json.dumps(meta['quantization'])}")
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from medsight import api
+
+    api.serve(args.bundle, args.host, args.port, args.api_key, prefer_onnx=not args.no_onnx)

@@ -1,0 +1,112 @@
+"""The model card (Markdown): what the model is for, what it was trained and tested on, how well
+it did with confidence intervals, its threshold and calibration, and what it must not be used for.
+
+It is written into the bundle (so it travels with the weights) and beside every evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medsight.config import Recipe
+from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS
+from medsight.serving.bundle import BundleSpec
+
+# What is known of the licences of the public datasets the built-in recipes use.
+DATA_LICENCES = {
+    "malaria": "NIH/NLM malaria cell images (Rajaraman et al. 2018): public domain (US gov.).",
+    "chest_xray": "Kermany et al. 2018 pediatric chest X-rays (Mendeley Data): CC BY 4.0.",
+    "covid": "ieee8023 covid-chestxray-dataset: licence per image (see its metadata.csv).",
+}
+
+
+def _figure(metrics: dict[str, Any], key: str) -> str:
+    value = metrics.get(key)
+    if value is None:
+        return "n/a"
+    ci = (metrics.get("figures") or {}).get(key) or {}
+    if ci.get("ci_low") is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} (95 % CI {ci['ci_low']:.3f} to {ci['ci_high']:.3f})"
+
+
+def model_card(
+    spec: BundleSpec,
+    metrics: dict[str, Any],
+    recipe: Recipe | None = None,
+    audit: dict[str, Any] | None = None,
+) -> str:
+    """The card as Markdown; ``metrics`` is an evaluation (``metrics.json``) of the bundle."""
+    title = spec.recipe or spec.model_name
+    data = metrics.get("data") or {}
+    source = data.get("source", "unknown")
+    licences = [text for key, text in DATA_LICENCES.items() if key in str(source).lower()]
+    lines = [
+        f"# Model card: {title}",
+        "",
+        "**Not for clinical use.** Research software: not a medical device, not validated in a "
+        "clinical study. Do not use it to diagnose or treat patients.",
+        "",
+        "## Intended use",
+        f"Research on classifying {', '.join(spec.class_names)} images"
+        + (f" (disease class: {spec.positive_class})" if spec.positive_class else "")
+        + ". Inputs should resemble the training data (same modality, view and preprocessing).",
+        "",
+        "## Model",
+        f"- Architecture: `{spec.model_name}`; input {spec.image_size[0]}x{spec.image_size[1]}, "
+        f"{spec.channels} channel(s), mean {list(spec.mean)}, std {list(spec.std)}",
+        f"- Trained by medsight {spec.medsight_version or '(unknown version)'}"
+        + (f" with the recipe `{recipe.name}`: {recipe.description}" if recipe else ""),
+        "",
+        "## Data",
+        f"- Source: {source}",
+        *(f"- Licence: {text}" for text in licences),
+        f"- Split by: {metrics.get('split_by', 'n/a')}; leakage check: "
+        f"{metrics.get('leakage', 'not checked')}",
+        "",
+        "## Decision threshold and calibration",
+        f"- Threshold {spec.threshold:.4f} on the calibrated probability ({spec.threshold_rule})"
+        if spec.positive_class
+        else "- Multi-class: the most probable class is predicted",
+        f"- Temperature scaling: T = {spec.temperature:.3f} (fitted on the validation split)",
+    ]
+    calibration = metrics.get("calibration")
+    if calibration:
+        lines.append(
+            f"- Expected calibration error {calibration['ece_before']:.3f} before, "
+            f"{calibration['ece_after']:.3f} after"
+        )
+    rows = BINARY_ROWS if spec.positive_class else MULTICLASS_ROWS
+    lines += [
+        "",
+        f"## Performance ({metrics.get('split') or 'evaluation'} set, "
+        f"{metrics.get('n', 0)} images)",
+        "",
+        "| Figure | Value |",
+        "|---|---|",
+        *(f"| {label} | {_figure(metrics, key)} |" for key, label in rows),
+    ]
+    baselines = metrics.get("baselines")
+    if baselines:
+        lines.append(
+            f"| Baseline: always {baselines['majority_class']} (accuracy) | "
+            f"{baselines['majority_accuracy']:.3f} |"
+        )
+    lines += ["", "## Known limitations"]
+    limitations = [
+        "Figures come from one dataset; performance on other hospitals, scanners or "
+        "populations is unknown until measured (external validation: `medsight evaluate`).",
+        *(str(n) for n in metrics.get("notes", [])),
+    ]
+    if metrics.get("split_warning"):
+        limitations.append(str(metrics["split_warning"]))
+    if audit:
+        limitations += [f"Shortcut audit: {w}" for w in audit.get("warnings", [])]
+        if not audit.get("warnings"):
+            limitations.append(
+                "Shortcut audit: no shortcut found by the source and occlusion probes."
+            )
+    else:
+        limitations.append("No shortcut audit run yet (`medsight audit`).")
+    lines += [f"- {text}" for text in limitations]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,201 @@
+"""Classification metrics from scikit-learn, with the disease class as the positive class.
+
+:func:`figures` gives the scalar figures that get confidence intervals;
+:func:`classification_metrics` adds the confusion matrix, counts, per-class figures, trivial
+baselines and notes. Degenerate inputs (one class only, no images, nothing predicted positive)
+give ``None`` with a reason in ``notes`` instead of a crash or an unexplained NaN.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+from medsight.evaluation.calibration import expected_calibration_error
+
+BINARY_FIGURES = (
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "ppv",
+    "npv",
+    "f1",
+    "mcc",
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "ece",
+)
+MULTICLASS_FIGURES = (
+    "accuracy",
+    "balanced_accuracy",
+    "macro_sensitivity",
+    "macro_ppv",
+    "macro_f1",
+    "micro_f1",
+    "mcc",
+    "roc_auc",
+    "micro_roc_auc",
+    "brier",
+    "ece",
+)
+
+
+def decide(probs: np.ndarray, positive_index: int | None, threshold: float) -> np.ndarray:
+    """Predicted class per row: the positive class when its probability reaches the threshold
+    (binary tasks), else the most probable class."""
+    if positive_index is None or probs.shape[1] != 2:
+        return probs.argmax(axis=1)
+    negative_index = 1 - positive_index
+    return np.where(probs[:, positive_index] >= threshold, positive_index, negative_index)
+
+
+def is_binary(probs: np.ndarray, positive_index: int | None) -> bool:
+    return positive_index is not None and probs.shape[1] == 2
+
+
+def figures(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    positive_index: int | None,
+    threshold: float = 0.5,
+    notes: list[str] | None = None,
+) -> dict[str, float | None]:
+    """The scalar figures of one set of predictions (binary: disease vs rest; else macro/micro).
+
+    Figures that are undefined on these labels are ``None`` and say why in ``notes``.
+    """
+    notes = [] if notes is None else notes
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = decide(probs, positive_index, threshold)
+    labels = list(range(probs.shape[1]))
+    present = np.unique(y_true)
+    out: dict[str, float | None] = {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(np.mean([(y_pred[y_true == c] == c).mean() for c in present])),
+        "mcc": _mcc(y_true, y_pred),
+        "ece": expected_calibration_error(y_true, probs),
+    }
+    onehot = np.eye(len(labels))[y_true]
+    out["brier"] = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+    if is_binary(probs, positive_index):
+        pos = positive_index
+        is_pos, said_pos, p_pos = y_true == pos, y_pred == pos, probs[:, pos]
+        out["brier"] = float(skm.brier_score_loss(is_pos, p_pos))
+        tp, fp = int((is_pos & said_pos).sum()), int((~is_pos & said_pos).sum())
+        tn, fn = int((~is_pos & ~said_pos).sum()), int((is_pos & ~said_pos).sum())
+        out["sensitivity"] = _ratio(tp, tp + fn, "sensitivity", "no positive images", notes)
+        out["specificity"] = _ratio(tn, tn + fp, "specificity", "no negative images", notes)
+        out["ppv"] = _ratio(tp, tp + fp, "ppv", "nothing predicted positive", notes)
+        out["npv"] = _ratio(tn, tn + fn, "npv", "nothing predicted negative", notes)
+        out["f1"] = float(skm.f1_score(is_pos, said_pos, zero_division=0))
+        if len(present) < 2:
+            out["roc_auc"] = out["pr_auc"] = None
+            notes.append("roc_auc and pr_auc undefined: only one class among the true labels")
+        else:
+            out["roc_auc"] = float(skm.roc_auc_score(is_pos, p_pos))
+            out["pr_auc"] = float(skm.average_precision_score(is_pos, p_pos))
+        return out
+    for average in ("macro", "micro"):
+        out[f"{average}_f1"] = float(
+            skm.f1_score(y_true, y_pred, labels=labels, average=average, zero_division=0)
+        )
+    out["macro_sensitivity"] = float(
+        skm.recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    )
+    out["macro_ppv"] = float(
+        skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    )
+    if len(present) < len(labels):
+        out["roc_auc"] = out["micro_roc_auc"] = None
+        notes.append("roc_auc undefined: not every class among the true labels")
+    else:
+        out["roc_auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+        out["micro_roc_auc"] = float(skm.roc_auc_score(onehot, probs, average="micro"))
+    return out
+
+
+def classification_metrics(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    positive_index: int | None,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Every figure plus the confusion matrix, class counts, per-class figures and baselines."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    result: dict[str, Any] = {"n": int(len(y_true)), "notes": []}
+    if not len(y_true):
+        result["notes"].append("no images: nothing to evaluate")
+        return result
+    result.update(figures(y_true, probs, positive_index, threshold, result["notes"]))
+    labels = list(range(len(class_names)))
+    y_pred = decide(probs, positive_index, threshold)
+    result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    result["class_names"] = list(class_names)
+    result["counts"] = {name: int((y_true == i).sum()) for i, name in enumerate(class_names)}
+    result["baselines"] = baselines(y_true, class_names, positive_index)
+    if is_binary(probs, positive_index):
+        result.update(positive_class=class_names[positive_index], threshold=threshold)
+    else:
+        result["per_class"] = per_class(y_true, probs, y_pred, class_names)
+        result["recall_per_class"] = {n: v["sensitivity"] for n, v in result["per_class"].items()}
+    return result
+
+
+def per_class(
+    y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray, class_names: list[str]
+) -> dict[str, dict[str, float | None]]:
+    """One-vs-rest figures of each class of a multi-class task."""
+    table = {}
+    for i, name in enumerate(class_names):
+        is_c, said_c = y_true == i, y_pred == i
+        notes: list[str] = []
+        table[name] = {
+            "sensitivity": _ratio((is_c & said_c).sum(), is_c.sum(), "", "", notes),
+            "specificity": _ratio((~is_c & ~said_c).sum(), (~is_c).sum(), "", "", notes),
+            "ppv": _ratio((is_c & said_c).sum(), said_c.sum(), "", "", notes),
+            "f1": float(skm.f1_score(is_c, said_c, zero_division=0)),
+            "roc_auc": float(skm.roc_auc_score(is_c, probs[:, i]))
+            if 0 < is_c.sum() < len(is_c)
+            else None,
+        }
+    return table
+
+
+def baselines(
+    y_true: np.ndarray, class_names: list[str], positive_index: int | None
+) -> dict[str, Any]:
+    """What a model with no skill scores on these labels: always the majority class, and the
+    prevalence (a PR-AUC baseline); 62.5 % on Kermany's test set is the first, not skill."""
+    counts = np.bincount(y_true, minlength=len(class_names))
+    majority = int(counts.argmax())
+    out: dict[str, Any] = {
+        "majority_class": class_names[majority],
+        "majority_accuracy": float(counts[majority] / counts.sum()),
+        "prevalence": {
+            n: float(c / counts.sum()) for n, c in zip(class_names, counts, strict=True)
+        },
+        "chance_roc_auc": 0.5,
+    }
+    if positive_index is not None and len(class_names) == 2:
+        out["positive_prevalence"] = out["prevalence"][class_names[positive_index]]
+    return out
+
+
+def _mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    with warnings.catch_warnings():  # one label only: sklearn warns, the MCC is 0 by definition
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.matthews_corrcoef(y_true, y_pred))
+
+
+def _ratio(num: int, den: int, name: str, why: str, notes: list[str]) -> float | None:
+    if den == 0:
+        if name:
+            notes.append(f"{name} undefined: {why}")
+        return None
+    return float(num / den)

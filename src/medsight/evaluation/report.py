@@ -1,0 +1,134 @@
+"""The report: one self-contained HTML file (images inline), readable offline.
+
+It is rendered from a folder alone (``metrics.json``, ``plots/``, and when present
+``config.yaml``, ``skipped.csv``, ``audit.json``), so ``train``, ``evaluate`` and ``audit`` all
+write the same report and a later ``audit`` can add its section to an existing one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from medsight.config import Recipe, load_recipe
+from medsight.data.sources import ImageTable
+from medsight.fsutil import atomic_write_text
+
+BINARY_ROWS = [
+    ("accuracy", "Accuracy"),
+    ("sensitivity", "Sensitivity (recall, disease)"),
+    ("specificity", "Specificity"),
+    ("ppv", "Precision (PPV)"),
+    ("npv", "NPV"),
+    ("f1", "F1"),
+    ("mcc", "Matthews correlation (MCC)"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC (average precision)"),
+    ("brier", "Brier score (lower is better)"),
+    ("ece", "Expected calibration error (lower is better)"),
+]
+MULTICLASS_ROWS = [
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("macro_sensitivity", "Sensitivity (macro)"),
+    ("macro_ppv", "Precision (macro)"),
+    ("macro_f1", "F1 (macro)"),
+    ("micro_f1", "F1 (micro)"),
+    ("mcc", "Matthews correlation (MCC)"),
+    ("roc_auc", "ROC-AUC (macro, one-vs-rest)"),
+    ("micro_roc_auc", "ROC-AUC (micro)"),
+    ("brier", "Brier score (lower is better)"),
+    ("ece", "Expected calibration error (lower is better)"),
+]
+PLOTS = ("curves", "confusion_matrix", "roc_pr", "reliability", "worst_errors", "predictions")
+
+
+def _inline_png(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def data_summary(table: ImageTable) -> dict[str, Any]:
+    """Counts per split and class, patients per split, for the report and ``data inspect``."""
+    frame = table.frame.assign(split=table.frame["split"].fillna("(none)"))
+    counts = pd.crosstab(frame["split"], frame["label"]).reindex(
+        columns=table.class_names, fill_value=0
+    )
+    patients = frame[frame["patient"].notna()].groupby("split")["patient"].nunique()
+    return {
+        "source": table.source,
+        "splits": [
+            {
+                "split": s,
+                "counts": [int(counts.loc[s, c]) for c in table.class_names],
+                "total": int(counts.loc[s].sum()),
+                "patients": int(patients.get(s, 0)),
+            }
+            for s in counts.index
+        ],
+        "class_names": table.class_names,
+        "n_images": len(frame),
+        "n_patients": int(frame["patient"].nunique()),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def recipe_of(folder: Path) -> Recipe | None:
+    """The resolved recipe of a run directory (None for an evaluation folder)."""
+    config = folder / "config.yaml"
+    return load_recipe(str(config)) if config.is_file() else None
+
+
+def _skipped(folder: Path) -> list[tuple[str, str]]:
+    path = folder / "skipped.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return []
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return list(frame[["path", "reason"]].itertuples(index=False, name=None))
+
+
+def write_report(folder: Path, title: str | None = None) -> Path:
+    """Render ``folder/report.html`` from what the folder holds."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    recipe = recipe_of(folder)
+    held_out = metrics.get("split") or "evaluated"
+    splits = {held_out: metrics}
+    if metrics.get("val") and held_out != "val":
+        splits = {"val": metrics["val"], **splits}
+    binary = metrics.get("positive_class") is not None
+    template = jinja2.Template(
+        (resources.files("medsight") / "evaluation" / "templates" / "report.html").read_text(),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    leakage = metrics.get("leakage") or "not checked"
+    html = template.render(
+        title=title or metrics.get("title") or (recipe.name if recipe else "evaluation"),
+        recipe=recipe,
+        published=recipe.published if recipe else None,
+        created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        metrics=metrics,
+        held_out=held_out,
+        splits=splits,
+        metric_rows=BINARY_ROWS if binary else MULTICLASS_ROWS,
+        data=metrics.get("data"),
+        leakage=leakage,
+        leakage_ok=leakage.startswith("no patient"),
+        skipped=_skipped(folder),
+        audit=_read_json(folder / "audit.json"),
+        images={name: _inline_png(folder / "plots" / f"{name}.png") for name in PLOTS},
+    )
+    atomic_write_text(folder / "report.html", html)
+    return folder / "report.html"

@@ -1,0 +1,119 @@
+"""One evaluation of a set of predictions: figures with CIs, operating points, calibration.
+
+Training (val and test splits) and ``medsight evaluate`` both go through
+:func:`evaluate_predictions`, so a run's ``metrics.json`` and a later evaluation agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsight.evaluation.bootstrap import bootstrap
+from medsight.evaluation.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
+from medsight.evaluation.metrics import classification_metrics, figures, is_binary
+from medsight.evaluation.plots import (
+    plot_confusion,
+    plot_reliability,
+    plot_roc_pr,
+    plot_worst_errors,
+)
+from medsight.evaluation.thresholds import choose_threshold, operating_points
+from medsight.serving.bundle import BundleSpec, softmax
+
+
+def evaluate_predictions(
+    y_true: np.ndarray,
+    logits: np.ndarray,
+    spec: BundleSpec,
+    groups: Sequence | None = None,
+    resamples: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every figure at the bundle's threshold on its calibrated probabilities, each with a 95 %
+    CI (patients resampled when ``groups`` holds patient ids), plus operating points and the
+    calibration before and after temperature scaling."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = softmax(logits, spec.temperature)
+    pos, threshold = spec.positive_index, spec.threshold
+    metrics = classification_metrics(y_true, probs, spec.class_names, pos, threshold)
+    if not len(y_true):
+        return metrics
+    metrics["figures"], metrics["bootstrap"] = bootstrap(
+        lambda rows: figures(y_true[rows], probs[rows], pos, threshold),
+        len(y_true),
+        groups,
+        resamples,
+        seed,
+    )
+    if is_binary(probs, pos):
+        metrics["threshold_rule"] = spec.threshold_rule
+        metrics["operating_points"] = operating_points(y_true == pos, probs[:, pos])
+    raw = softmax(logits)
+    metrics["calibration"] = {
+        "temperature": spec.temperature,
+        "ece_before": expected_calibration_error(y_true, raw),
+        "ece_after": expected_calibration_error(y_true, probs),
+        "reliability_before": reliability_bins(y_true, raw),
+        "reliability_after": reliability_bins(y_true, probs),
+    }
+    return metrics
+
+
+def calibrate_spec(
+    spec: BundleSpec, val_labels: np.ndarray, val_logits: np.ndarray, rule: str, calibrate: bool
+) -> BundleSpec:
+    """The spec with its temperature fitted and its threshold chosen on the validation split
+    (temperature first: the threshold applies to the calibrated probability)."""
+    temperature = fit_temperature(val_logits, val_labels) if calibrate else 1.0
+    update: dict[str, Any] = {"temperature": temperature}
+    pos = spec.positive_index
+    if pos is not None and len(spec.class_names) == 2:
+        probs = softmax(val_logits, temperature)
+        threshold, how = choose_threshold(np.asarray(val_labels) == pos, probs[:, pos], rule)
+        where = "" if how.startswith("fixed") else " on the validation split"
+        update.update(threshold=threshold, threshold_rule=how + where)
+    return spec.model_copy(update=update)
+
+
+def write_plots(
+    folder: Path,
+    pixels: np.ndarray,
+    y_true: np.ndarray,
+    logits: np.ndarray,
+    spec: BundleSpec,
+    metrics: dict[str, Any],
+    title: str,
+    groups: Sequence | None = None,
+) -> None:
+    """The evaluation figures of one split: confusion matrix, ROC/PR with bands, reliability
+    diagram and the worst errors (a stale plot from an earlier evaluation is removed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probs = softmax(logits, spec.temperature)
+    pos = spec.positive_index
+    plot_confusion(
+        np.array(metrics["confusion_matrix"]),
+        spec.class_names,
+        folder / "confusion_matrix.png",
+        title,
+    )
+    roc = folder / "roc_pr.png"
+    roc.unlink(missing_ok=True)
+    if is_binary(probs, pos) and metrics.get("roc_auc") is not None:
+        plot_roc_pr(y_true == pos, probs[:, pos], groups, roc)
+    calibration = metrics["calibration"]
+    plot_reliability(
+        calibration["reliability_before"],
+        calibration["reliability_after"],
+        folder / "reliability.png",
+    )
+    worst = folder / "worst_errors.png"
+    worst.unlink(missing_ok=True)
+    plot_worst_errors(pixels, y_true, probs, spec.class_names, pos, spec.threshold, worst)

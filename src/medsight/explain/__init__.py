@@ -1,6 +1,0 @@
-"""Where a model looks: class activation maps and their faithfulness (see :mod:`.cam`)."""
-
-from medsight.explain.cam import METHODS, Explanation, explain
-from medsight.explain.files import explain_files
-
-__all__ = ["METHODS", "Explanation", "explain", "explain_files"]

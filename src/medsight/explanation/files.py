@@ -1,0 +1,102 @@
+"""Explain image files: one overlay PNG per image (at the file's own size) and a summary CSV."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from medsight.data.io import load_image
+from medsight.errors import MedsightError, UnreadableImageError
+from medsight.evaluation.metrics import decide
+from medsight.explanation.cam import check_method, explain, find_layer, overlay_image
+from medsight.fsutil import atomic_write_bytes, atomic_write_text
+from medsight.progress import Progress
+from medsight.serving.bundle import Bundle
+
+log = logging.getLogger(__name__)
+COLUMNS = [
+    "path",
+    "prediction",
+    "probability",
+    "target",
+    "method",
+    "layer",
+    "faithfulness",
+    "overlay",
+]
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise MedsightError("could not encode the overlay as PNG")
+    return encoded.tobytes()
+
+
+def _unique(stem: str, used: set[str]) -> str:
+    """``stem.png``, or ``stem-2.png``... when two images share a file name (other folders)."""
+    name, n = f"{stem}.png", 1
+    while name in used:
+        n += 1
+        name = f"{stem}-{n}.png"
+    used.add(name)
+    return name
+
+
+def explain_files(
+    bundle: Bundle,
+    paths: list[str | Path],
+    out_dir: str | Path,
+    method: str = "gradcam",
+    target: int | str | None = None,
+    layer: str | None = None,
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Write ``<stem>_<method>.png`` overlays (``-2``, ``-3``... added when file names repeat)
+    and ``explanations.csv`` into ``out_dir``.
+
+    The model sees each image as predict does (resized to the bundle's input); the heat-map
+    is then upsampled onto the original image, so overlays have the file's own size. Returns
+    the CSV's rows (path, prediction, probability, target, method, layer, faithfulness,
+    overlay) and the unreadable files as ``(path, reason)``, which are skipped, not fatal.
+    """
+    check_method(method)  # bad options fail before any work, not after the first image
+    find_layer(bundle, layer)
+    spec, out = bundle.spec, Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pos = spec.positive_index
+    rows, skipped, used = [], [], set()
+    with Progress(len(paths), f"explain ({method})", "img") as bar:
+        for path in map(str, paths):
+            bar.update()
+            try:
+                pixels = np.array(load_image(path, tuple(spec.image_size), spec.channels))
+                original = load_image(path, size=None, channels=3)
+            except UnreadableImageError as exc:
+                log.warning("skipped %s: %s", path, exc.reason)
+                skipped.append((path, exc.reason))
+                continue
+            probs = bundle.predict_proba(pixels[None])
+            found = explain(bundle, pixels, target, method, layer)
+            name = _unique(f"{Path(path).stem}_{method}", used)
+            atomic_write_bytes(out / name, _png(overlay_image(original, found.heatmap)))
+            rows.append(
+                {
+                    "path": path,
+                    "prediction": spec.class_names[decide(probs, pos, spec.threshold)[0]],
+                    "probability": round(
+                        float(probs[0, pos] if pos is not None else probs.max()), 6
+                    ),
+                    "target": found.target_class,
+                    "method": method,
+                    "layer": found.layer,
+                    "faithfulness": round(found.faithfulness, 6),
+                    "overlay": name,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    atomic_write_text(out / "explanations.csv", frame.to_csv(index=False))
+    return frame, skipped

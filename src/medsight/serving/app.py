@@ -1,0 +1,260 @@
+"""``medsight serve``: a REST API and an offline web page over one model bundle.
+
+Uploads are decoded in memory (never written to disk or logged) with the same reader and resize
+rule as training; concurrent predictions are micro-batched (:mod:`.batching`); every refusal is
+``{"error": code, "detail": message}`` with a 4xx status, and the server stays up after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from io import BytesIO
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from medsight import __version__
+from medsight.data.io import DEFAULT_MAX_PIXELS, read_image_bytes, to_pixels
+from medsight.errors import MedsightError, UnreadableImageError
+from medsight.evaluation.metrics import decide
+from medsight.explanation.cam import METHODS, explain
+from medsight.serving.batching import MicroBatcher
+from medsight.serving.bundle import Bundle, load_bundle
+from medsight.serving.http import ApiError, api_key_check, headers_and_log, install_error_handlers
+from medsight.serving.runtime import ONNX_NAME, Predictor, bundle_folder, load_predictor
+from medsight.serving.uploads import read_form, upload_schema
+
+STATIC = Path(__file__).parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+NOTICE = "Research software: not for clinical use."
+T = TypeVar("T")
+
+
+class _Service:
+    """The state behind the routes: bundle, predictor, limits, thread pools, batcher."""
+
+    def __init__(self, bundle: Bundle, predictor: Predictor, folder: Path, limits: dict):
+        self.bundle, self.spec, self.limits = bundle, bundle.spec, limits
+        self.engine = getattr(predictor, "engine", "pytorch")
+        card = folder / "model_card.md"
+        self.card = card.read_text(encoding="utf-8") if card.is_file() else None
+        self.decode_pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "medsight-decode")
+        # one thread owns the model: batched predictions and explanations (which hook into the
+        # model and toggle its gradients) never run at the same time
+        self.model_pool = ThreadPoolExecutor(1, "medsight-model")
+        self.batcher = MicroBatcher(
+            predictor.predict_proba, self.model_pool, limits["max_batch"], limits["batch_window_ms"]
+        )
+
+    def model_card(self) -> dict[str, Any]:
+        spec = self.spec
+        serving = {**self.limits, "engine": self.engine, "explain_methods": list(METHODS)}
+        return {
+            **spec.model_dump(mode="json"),
+            "positive_index": spec.positive_index,
+            "model_card": self.card,
+            "serving": serving,
+            "notice": NOTICE,
+        }
+
+    async def predict(self, request: Request) -> dict[str, Any]:
+        start = time.perf_counter()
+        form = await read_form(request, self.limits["max_upload_bytes"])
+        return (await self._classify(form.file(), start))[1]
+
+    async def explain(self, request: Request) -> dict[str, Any]:
+        start = time.perf_counter()
+        form = await read_form(request, self.limits["max_upload_bytes"])
+        method = form.text("method") or "gradcam"
+        if method not in METHODS:
+            detail = f"unknown method {method!r}; choose one of {', '.join(METHODS)}"
+            raise ApiError(422, "invalid_field", detail)
+        target = self._target(form.text("target"))
+        pixels, prediction = await self._classify(form.file(), start)
+        target = prediction["decision"] if target is None else target
+        begin = time.perf_counter()
+
+        def run() -> tuple[Any, str, str]:
+            found = explain(self.bundle, pixels, target, method)
+            return found, _png_base64(found.overlay), _png_base64(pixels)
+
+        try:
+            found, overlay, image = await _in(self.model_pool, run)
+        except MedsightError as exc:
+            raise ApiError(422, "explain_failed", str(exc)) from exc
+        timing = {**prediction.pop("timing_ms"), "explain": _ms(begin), "total": _ms(start)}
+        faithfulness = found.faithfulness if math.isfinite(found.faithfulness) else None
+        return {
+            "prediction": prediction,
+            "target_class": found.target_class,
+            "target_index": found.target_index,
+            "method": found.method,
+            "layer": found.layer,
+            "faithfulness": faithfulness,
+            "overlay_png_base64": overlay,
+            "image_png_base64": image,
+            "width": int(pixels.shape[1]),
+            "height": int(pixels.shape[0]),
+            "timing_ms": timing,
+        }
+
+    def _target(self, value: str | None) -> str | int | None:
+        names = self.spec.class_names
+        if value is None or value in names:
+            return value
+        if value.isdigit() and int(value) < len(names):
+            return int(value)
+        raise ApiError(422, "invalid_field", f"target {value!r} is not one of {names}")
+
+    async def _classify(self, data: bytes, start: float) -> tuple[np.ndarray, dict[str, Any]]:
+        """Decode the upload, run it through the batcher, shape the prediction JSON."""
+        spec = self.spec
+
+        def decode() -> np.ndarray:
+            img = read_image_bytes(
+                data, "upload", self.limits["max_pixels"], draft_size=spec.image_size
+            )
+            return np.array(to_pixels(img, spec.image_size, spec.channels))  # writable: torch
+
+        try:
+            pixels = await _in(self.decode_pool, decode)
+        except UnreadableImageError as exc:  # the reason only: never the client's file name
+            raise ApiError(
+                422, "unreadable_image", f"cannot decode the upload: {exc.reason}"
+            ) from exc
+        decoded = time.perf_counter()
+        probs, batch_size = await self.batcher.submit(pixels)
+        pos = spec.positive_index
+        binary = pos is not None and len(spec.class_names) == 2
+        decision = spec.class_names[int(decide(probs[None], pos, spec.threshold)[0])]
+        return pixels, {
+            "decision": decision,
+            "probabilities": dict(zip(spec.class_names, map(float, probs), strict=True)),
+            "positive_class": spec.positive_class,
+            "positive_probability": float(probs[pos]) if pos is not None else None,
+            "threshold": spec.threshold if binary else None,
+            "threshold_rule": spec.threshold_rule if binary else "most probable class",
+            "calibrated": True,
+            "model": {
+                "name": spec.model_name,
+                "recipe": spec.recipe,
+                "medsight_version": spec.medsight_version,
+                "created": spec.created,
+                "engine": self.engine,
+            },
+            "batch_size": batch_size,
+            "timing_ms": {
+                "receive_and_decode": _ms(start, decoded),
+                "model": _ms(decoded),
+                "total": _ms(start),
+            },
+            "notice": NOTICE,
+        }
+
+
+def create_app(
+    bundle_path: str | Path,
+    api_key: str | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    batch_window_ms: float = 2.0,
+    max_batch: int = 16,
+    prefer_onnx: bool = True,
+) -> FastAPI:
+    """The FastAPI application serving ``bundle_path`` (a bundle or the run holding one).
+
+    ``api_key``: when given, every ``/v1`` route needs it in the ``X-API-Key`` header (``/``,
+    ``/healthz`` and ``/openapi.json`` stay open). ``prefer_onnx``: predict with the bundle's
+    ``model.onnx`` (ONNX Runtime, faster) when it is a current export; explanations always use
+    the PyTorch model.
+    """
+    folder = bundle_folder(bundle_path)
+    bundle = load_bundle(folder)
+    use_onnx = prefer_onnx and (folder / ONNX_NAME).is_file()
+    predictor = load_predictor(folder) if use_onnx else bundle
+    limits = {
+        "max_upload_bytes": max_upload_bytes,
+        "max_pixels": max_pixels,
+        "max_batch": max_batch,
+        "batch_window_ms": batch_window_ms,
+        "api_key_required": bool(api_key),
+    }
+    service = _Service(bundle, predictor, folder, limits)
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await service.batcher.close()
+
+    app = FastAPI(
+        title="medsight",
+        version=__version__,
+        description=f"{NOTICE} Offline, read the schema at /openapi.json: /docs loads Swagger "
+        "UI from a CDN and needs internet.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    app.middleware("http")(headers_and_log)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    guard = [Depends(api_key_check(api_key))] if api_key else []
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/healthz", summary="Liveness check (no API key needed)")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", dependencies=guard, summary="Bundle description and model card")
+    async def model() -> dict[str, Any]:
+        return service.model_card()
+
+    @app.get("/v1/stats", dependencies=guard, summary="Batch sizes of the model calls so far")
+    async def stats() -> dict[str, Any]:
+        return service.batcher.stats()
+
+    upload = upload_schema()
+
+    @app.post("/v1/predict", dependencies=guard, openapi_extra=upload, summary="Classify one image")
+    async def predict(request: Request) -> dict[str, Any]:
+        return await service.predict(request)
+
+    upload = upload_schema(
+        method={"type": "string", "enum": list(METHODS), "default": "gradcam"},
+        target={"type": "string", "description": "class to explain (default: the decision)"},
+    )
+
+    @app.post("/v1/explain", dependencies=guard, openapi_extra=upload, summary="Heat-map + class")
+    async def explain_route(request: Request) -> dict[str, Any]:
+        return await service.explain(request)
+
+    return app
+
+
+async def _in(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+
+def _ms(start: float, end: float | None = None) -> float:
+    return round(((time.perf_counter() if end is None else end) - start) * 1000, 2)
+
+
+def _png_base64(pixels: np.ndarray) -> str:
+    buffer = BytesIO()
+    Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,175 @@
+"""Batch prediction over files and folders: resumable, shardable, never stopped by a bad file.
+
+Rows go to the CSV in chunks, each chunk appended as whole lines and fsynced before the next
+one starts. A kill can at worst leave one chunk's last line cut short; on a rerun that partial
+line is dropped and every image not yet in the CSV is predicted, so rerunning the same command
+until it exits completes the table and a finished table costs no decoding at all.
+``--shard i/N`` keeps the files whose path hashes to ``i`` modulo ``N``: array jobs of a
+cluster split the work without talking to each other, and a file keeps its shard when others
+are added.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medsight.data.io import is_image_file, load_image
+from medsight.errors import MedsightError, UnreadableImageError
+from medsight.fsutil import atomic_write_text
+from medsight.progress import Progress
+from medsight.serving.predictor import predictions_frame
+from medsight.serving.runtime import Predictor, load_predictor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did: the CSV, how many rows it holds, and what it could not read."""
+
+    out: Path
+    engine: str  # "onnxruntime" or "torch"
+    files: int  # image files in this shard
+    already_done: int  # found in the CSV from an earlier run
+    predicted: int  # new rows written by this run
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def find_images(paths: list[str | Path]) -> list[str]:
+    """Absolute paths of image files: given files as they are (any suffix, e.g. DICOM without
+    one), folders searched recursively by suffix; sorted, without duplicates."""
+    found: set[str] = set()
+    for given in map(Path, paths):
+        if given.is_dir():
+            found.update(os.path.abspath(p) for p in given.rglob("*") if is_image_file(p))
+        elif given.is_file():
+            found.add(os.path.abspath(given))
+        else:
+            raise MedsightError(f"{given}: no such file or folder")
+    if not found:
+        raise MedsightError(f"no image files found in {', '.join(map(str, paths))}")
+    return sorted(found)
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"i/N"`` -> ``(i, N)`` with 0 <= i < N."""
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not 0 <= int(index) < int(count):
+        raise MedsightError(f"--shard must be i/N with 0 <= i < N (e.g. 0/4), not {shard!r}")
+    return int(index), int(count)
+
+
+def in_shard(path: str, index: int, count: int) -> bool:
+    digest = hashlib.sha256(path.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count == index
+
+
+def _done_paths(out: Path, header: list[str]) -> set[str]:
+    """Paths already in ``out`` (a new file gets the header); drops a partial last line left
+    by a kill; refuses a file that is not this bundle's predictions table."""
+    data = out.read_bytes() if out.is_file() else b""
+    if not data.strip():
+        atomic_write_text(out, ",".join(header) + "\n")
+        return set()
+    if not data.endswith(b"\n"):
+        with open(out, "rb+") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+        log.warning("%s: dropped an incomplete last row (interrupted run)", out)
+    try:
+        frame = pd.read_csv(out, dtype={"path": str}, keep_default_na=False)
+    except ValueError as exc:  # pandas' parser and decoding errors are ValueErrors
+        raise MedsightError(f"{out}: not a predictions CSV ({exc}); choose another --out") from exc
+    if list(frame.columns) != header:
+        raise MedsightError(
+            f"{out}: exists with columns {list(frame.columns)}, not this bundle's {header}; "
+            "choose another --out"
+        )
+    return set(frame["path"])
+
+
+def _decode(
+    pool: ThreadPoolExecutor, paths: list[str], size: tuple[int, int], channels: int
+) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    def one(path: str) -> np.ndarray | str:
+        try:
+            return load_image(path, size=size, channels=channels)
+        except UnreadableImageError as exc:
+            return exc.reason
+
+    results = list(pool.map(one, paths))
+    good = [(p, r) for p, r in zip(paths, results, strict=True) if not isinstance(r, str)]
+    bad = [(p, r) for p, r in zip(paths, results, strict=True) if isinstance(r, str)]
+    pixels = np.stack([r for _, r in good]) if good else np.zeros((0, *size, channels), np.uint8)
+    return [p for p, _ in good], pixels, bad
+
+
+def _append(out: Path, rows: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    rows.to_csv(buffer, index=False, header=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    with open(out, "ab") as handle:
+        handle.write(buffer.getvalue().encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def predict_files(
+    bundle: str | Path | Predictor,
+    paths: list[str | Path],
+    out: str | Path,
+    batch_size: int = 64,
+    shard: str | tuple[int, int] | None = None,
+    onnx: bool = True,
+    threads: int = 2,
+) -> BatchResult:
+    """Predict every image under ``paths`` into the CSV ``out`` (see the module docstring).
+
+    Columns: ``path``, ``probability`` (calibrated, of the positive class; of the predicted
+    class for multi-class bundles), ``prediction`` (at the bundle's threshold) and
+    ``p_<class>``. ONNX Runtime runs the model when the bundle has a current export (unless
+    ``onnx=False``); unreadable files are logged and returned, not fatal.
+    """
+    if batch_size < 1:
+        raise MedsightError(f"batch size must be at least 1, not {batch_size}")
+    model = bundle if hasattr(bundle, "spec") else load_predictor(bundle, prefer_onnx=onnx)
+    spec, out = model.spec, Path(out)
+    files = find_images(paths)
+    if shard is not None:
+        index, count = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
+        files = [f for f in files if in_shard(f, index, count)]
+    header = ["path", "probability", "prediction"] + [f"p_{c}" for c in spec.class_names]
+    done = _done_paths(out, header)
+    todo = [f for f in files if f not in done]
+    engine = getattr(model, "engine", "torch")
+    result = BatchResult(out, engine, len(files), len(files) - len(todo), 0)
+    log.info(
+        "%s: %d files, %d already done, %d to predict with %s",
+        out,
+        result.files,
+        result.already_done,
+        len(todo),
+        engine,
+    )
+    with Progress(len(todo), "predict", "img") as bar, ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            good, pixels, bad = _decode(pool, chunk, tuple(spec.image_size), spec.channels)
+            for path, reason in bad:
+                log.warning("skipped %s: %s", path, reason)
+            result.skipped += bad
+            if good:
+                probs = model.predict_proba(pixels, batch_size)
+                rows = predictions_frame(pd.DataFrame({"path": good, "label": ""}), probs, spec)
+                _append(out, rows.drop(columns="label"))
+                result.predicted += len(good)
+            bar.update(len(chunk))
+    return result

@@ -1,0 +1,266 @@
+"""Export a bundle to ONNX, proven equal to PyTorch on real images before it is kept.
+
+The graph maps (N, H, W, C) uint8 pixels, already resized to the bundle's input size, to the
+bundle's raw logits: the normalisation and the mirror TTA are part of it, so a runtime in any
+language needs only the resize and ``model.onnx.json`` (class names, threshold, temperature).
+The batch dimension is dynamic. An export that disagrees with PyTorch (logits beyond the
+tolerance, or any decision) is refused with the numbers, never written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsight.data.io import load_image
+from medsight.errors import MedsightError, UnreadableImageError
+from medsight.evaluation.metrics import decide
+from medsight.serving.bundle import Bundle, BundleSpec, load_bundle, softmax
+from medsight.serving.runtime import (
+    INPUT_NAME,
+    ONNX_NAME,
+    OUTPUT_NAME,
+    OnnxPredictor,
+    bundle_folder,
+    load_predictor,
+    sha256_file,
+    sidecar,
+)
+
+__all__ = ["OnnxPredictor", "export_onnx", "int8_path", "load_predictor", "parity"]
+
+log = logging.getLogger(__name__)
+MAX_CHECK_IMAGES = 256
+SYNTHETIC_IMAGES = 16
+LOGIT_TOLERANCE = 1e-3
+
+
+def int8_path(onnx_path: Path) -> Path:
+    """Where the int8 model goes: ``model.onnx`` -> ``model.int8.onnx``."""
+    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".int8.onnx")
+
+
+class _PixelsToLogits(nn.Module):
+    """uint8 NHWC pixels -> normalised NCHW -> logits (averaged with the mirror image's)."""
+
+    def __init__(self, model: nn.Module, spec: BundleSpec):
+        super().__init__()
+        self.model, self.tta = model, spec.tta
+        mean = list(spec.mean) * spec.channels if len(spec.mean) == 1 else list(spec.mean)
+        std = list(spec.std) * spec.channels if len(spec.std) == 1 else list(spec.std)
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        if not self.tta:
+            return self.model(x)
+        # one pass over image and mirror stacked: one copy of each layer in the graph (the int8
+        # quantiser transposes a weight shared by two Gemm nodes twice)
+        both = self.model(torch.cat([x, x.flip(3)]))
+        return (both[: x.shape[0]] + both[x.shape[0] :]) / 2
+
+
+def _check_pixels(
+    spec: BundleSpec, check_images: list[str | Path] | None
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Pixels to compare on: the given images (files or folders; labels from class folders
+    when every image has one), else a seeded synthetic batch."""
+    size = tuple(spec.image_size)
+    if not check_images:
+        rng = np.random.default_rng(0)
+        shape = (SYNTHETIC_IMAGES, *size, spec.channels)
+        return rng.integers(0, 256, shape, dtype=np.uint8), None, "synthetic"
+    from medsight.serving.batch import find_images
+
+    paths = find_images(check_images)
+    if len(paths) > MAX_CHECK_IMAGES:  # an even spread keeps the check quick on big folders
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, MAX_CHECK_IMAGES).astype(int)]
+    pixels, labels = [], []
+    for path in paths:
+        try:
+            pixels.append(load_image(path, size=size, channels=spec.channels))
+        except UnreadableImageError as exc:
+            log.warning("check image skipped: %s", exc)
+            continue
+        parent = Path(path).parent.name
+        labels.append(spec.class_names.index(parent) if parent in spec.class_names else -1)
+    if not pixels:
+        raise MedsightError(f"none of the {len(paths)} check images could be read")
+    known = np.array(labels) if min(labels) >= 0 else None
+    return np.stack(pixels), known, "real"
+
+
+def parity(
+    bundle: Bundle, candidate: OnnxPredictor, pixels: np.ndarray, atol: float = LOGIT_TOLERANCE
+) -> dict[str, Any]:
+    """Compare ``candidate`` with PyTorch; raises MedsightError, with the numbers, on mismatch."""
+    spec = bundle.spec
+    expected, got = bundle.logits(pixels), candidate.logits(pixels)
+    diff = float(np.abs(expected - got).max())
+    decisions = [
+        decide(softmax(logits, spec.temperature), spec.positive_index, spec.threshold)
+        for logits in (expected, got)
+    ]
+    differ = int((decisions[0] != decisions[1]).sum())
+    if not diff <= atol or differ:  # "not <=" also catches NaN
+        raise MedsightError(
+            f"{candidate.path}: ONNX output differs from PyTorch on {len(pixels)} images: "
+            f"max |logit difference| {diff:.3g} (tolerance {atol:g}), {differ} of "
+            f"{len(pixels)} decisions differ; the export was not kept"
+        )
+    return {"images": len(pixels), "max_abs_logit_diff": diff, "decisions_differ": differ}
+
+
+def _quantize(
+    fp32: Path,
+    spec: BundleSpec,
+    pixels: np.ndarray,
+    labels: np.ndarray | None,
+    provenance: dict[str, str],
+) -> dict[str, Any]:
+    """Dynamic int8 weights beside the fp32 graph, with how much the decisions change."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target = int8_path(fp32)
+    tmp = _temp_beside(target)
+    graph = onnx.load(fp32)
+    # The exporter records the weights' shapes; the quantiser transposes Gemm weights without
+    # updating them, and its shape inference then fails. Shapes are re-inferred without them.
+    del graph.graph.value_info[:]
+    try:
+        with _quiet():
+            quantize_dynamic(graph, tmp, weight_type=QuantType.QInt8)
+        pair = [OnnxPredictor(path, spec) for path in (fp32, tmp)]
+        probs = [p.predict_proba(pixels) for p in pair]
+        decisions = [decide(p, spec.positive_index, spec.threshold) for p in probs]
+        report: dict[str, Any] = {
+            "images": len(pixels),
+            "agreement": float((decisions[0] == decisions[1]).mean()),
+            "max_abs_probability_diff": float(np.abs(probs[0] - probs[1]).max()),
+            "size_bytes": {"fp32": fp32.stat().st_size, "int8": tmp.stat().st_size},
+        }
+        if labels is not None:
+            fp32_hits, int8_hits = ((d == labels).mean() for d in decisions)
+            report["accuracy"] = {"fp32": float(fp32_hits), "int8": float(int8_hits)}
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    quantization = {"type": "dynamic int8 weights", **report}
+    _write_meta(target, spec, {**provenance, "quantization": quantization})
+    return {"path": str(target), **report}
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep the exporter's and quantiser's per-node INFO chatter out of the user's log (the
+    quantiser logs through the root logger itself, so only records made there are filtered)."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    root_filter = logging.Filter("medsight")  # root's own records are not under "medsight"
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    logging.getLogger().addFilter(root_filter)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(root_filter)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _temp_beside(path: Path) -> Path:
+    """A temporary file next to ``path`` (renamed over it when complete), with the usual
+    file mode rather than mkstemp's 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    os.close(fd)
+    return Path(name)
+
+
+def _write_meta(onnx_path: Path, spec: BundleSpec, extra: dict[str, Any]) -> None:
+    from medsight.fsutil import atomic_write_text
+
+    meta = {
+        "format": "medsight-onnx/1",
+        "input": {
+            "name": INPUT_NAME,
+            "layout": "NHWC",
+            "dtype": "uint8",
+            "shape": ["batch", *spec.image_size, spec.channels],
+            "note": "resize to image_size first; normalisation and TTA are in the graph",
+        },
+        "output": {"name": OUTPUT_NAME, "meaning": "raw logits; softmax(logits / temperature)"},
+        "bundle": spec.model_dump(mode="json"),
+        "onnx_sha256": sha256_file(onnx_path),
+        "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        **extra,
+    }
+    atomic_write_text(sidecar(onnx_path), json.dumps(meta, indent=2))
+
+
+def export_onnx(
+    bundle_path: str | Path,
+    out: str | Path | None = None,
+    quantize: bool = False,
+    check_images: list[str | Path] | None = None,
+    atol: float = LOGIT_TOLERANCE,
+) -> Path:
+    """Export a bundle to ONNX (default ``BUNDLE/model.onnx``); returns the graph's path.
+
+    The graph is kept only if it matches PyTorch on ``check_images`` (files or folders; a
+    seeded synthetic batch without them): the comparison is recorded in ``model.onnx.json``
+    under ``parity``. ``quantize`` also writes ``model.int8.onnx`` (dynamic int8 weights) and
+    records in its JSON how often its decisions agree with fp32 (and both accuracies when the
+    check images sit in class folders).
+    """
+    folder = bundle_folder(bundle_path)
+    bundle = load_bundle(folder)
+    spec = bundle.spec
+    target = Path(out) if out else folder / ONNX_NAME
+    pixels, labels, source = _check_pixels(spec, check_images)
+    wrapper = _PixelsToLogits(bundle.model, spec).eval()
+    example = torch.from_numpy(pixels[np.arange(2) % len(pixels)])  # batch 2: not specialised to 1
+    tmp = _temp_beside(target)
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                wrapper,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+        program.save(tmp)
+        report = parity(bundle, OnnxPredictor(tmp, spec), pixels, atol)
+        os.replace(tmp, target)
+    except MedsightError:
+        raise
+    except Exception as exc:  # torch.export raises many kinds; name the model and the cause
+        raise MedsightError(f"{spec.model_name}: ONNX export failed: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    weights = {"weights_sha256": sha256_file(folder / "model.safetensors")}
+    _write_meta(target, spec, {**weights, "parity": {"source": source, **report}})
+    log.info("exported %s (parity on %d %s images: %s)", target, len(pixels), source, report)
+    if quantize:
+        log.info("int8: %s", _quantize(target, spec, pixels, labels, weights))
+    return target

@@ -1,0 +1,94 @@
+"""HTTP plumbing of the REST API: one error shape, the API-key check, response headers."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException
+
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+log = logging.getLogger("medsight.serving")
+
+
+class ApiError(Exception):
+    """A request the API refuses: sent as ``{"error": code, "detail": message}``."""
+
+    def __init__(self, status: int, error: str, detail: str):
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def error_response(status: int, error: str, detail: str, headers: dict | None = None) -> Response:
+    return JSONResponse({"error": error, "detail": detail}, status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """One error shape everywhere, FastAPI's own validation and routing errors included (its
+    default 422 body echoes the input, which may carry patient data)."""
+
+    async def refused(_: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.error, exc.detail)
+
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        problems = [
+            f"{'/'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        ]
+        return error_response(422, "invalid_request", "; ".join(problems))
+
+    async def crashed(_: Request, exc: Exception) -> Response:
+        return error_response(
+            500, "internal_error", "the server failed on this request; see its log"
+        )
+
+    app.add_exception_handler(ApiError, refused)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, crashed)
+
+
+def api_key_check(api_key: str) -> Callable[[str | None], None]:
+    """A FastAPI dependency: the ``X-API-Key`` header must equal ``api_key`` (constant-time)."""
+    expected = api_key.encode()
+    header = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+    def check(given: str | None = Security(header)) -> None:
+        if not given:
+            detail = "this server needs an API key: send it in the X-API-Key header"
+            raise ApiError(401, "missing_api_key", detail)
+        if not hmac.compare_digest(given.encode(), expected):
+            raise ApiError(403, "wrong_api_key", "the X-API-Key header holds a wrong API key")
+
+    return check
+
+
+async def headers_and_log(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Security headers, no caching of results, and one log line per request: method, path,
+    status and time only (never a file name, a form field or a header value)."""
+    start = time.perf_counter()
+    response = await call_next(request)
+    path = request.url.path
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if path.startswith("/v1/"):
+        response.headers["Cache-Control"] = "no-store"  # results are about a patient
+    if path == "/" or path.startswith("/static/"):
+        response.headers["Content-Security-Policy"] = PAGE_CSP  # nothing loads from elsewhere
+    elapsed = (time.perf_counter() - start) * 1000
+    log.info("%s %s %d %.1f ms", request.method, path, response.status_code, elapsed)
+    return response

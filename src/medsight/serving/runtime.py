@@ -1,0 +1,122 @@
+"""Run an exported bundle with ONNX Runtime, behind the same interface as a torch Bundle.
+
+The exported graph takes the (N, H, W, C) uint8 pixels that :meth:`Bundle.logits` takes and
+returns the same raw logits: normalisation and mirror TTA are inside the graph, so nothing can
+drift between the two. ``model.onnx.json`` beside it holds the bundle's spec (class names,
+threshold, temperature, input size) and the SHA-256 of both the graph and the weights it was
+exported from; a graph that no longer matches its bundle is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from medsight.errors import MedsightError
+from medsight.serving.bundle import Bundle, BundleSpec, load_bundle, softmax
+
+log = logging.getLogger(__name__)
+ONNX_NAME = "model.onnx"
+INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+
+
+class Predictor(Protocol):
+    """What batch prediction and serving need: a spec, logits and probabilities."""
+
+    spec: BundleSpec
+
+    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray: ...
+
+    def predict_proba(
+        self, pixels: np.ndarray, batch_size: int = 64, calibrated: bool = True
+    ) -> np.ndarray: ...
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar(onnx_path: Path) -> Path:
+    """The JSON that describes an exported graph: ``model.onnx`` -> ``model.onnx.json``."""
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
+class OnnxPredictor:
+    """ONNX Runtime inference with :class:`Bundle`'s ``logits``/``predict_proba`` interface."""
+
+    engine = "onnxruntime"
+
+    def __init__(
+        self, onnx_path: str | Path, spec: BundleSpec | None = None, threads: int | None = None
+    ):
+        """``spec`` defaults to the one recorded in the graph's ``.json`` description."""
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        if spec is None:
+            meta_file = sidecar(self.path)
+            if not self.path.is_file() or not meta_file.is_file():
+                raise MedsightError(
+                    f"{self.path}: exported model or its description {meta_file.name} is "
+                    "missing; run `medsight export BUNDLE`"
+                )
+            spec = BundleSpec.model_validate(json.loads(meta_file.read_text())["bundle"])
+        self.spec = spec
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise MedsightError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
+
+    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw logits (mirror-TTA averaged when the bundle uses TTA), like Bundle.logits."""
+        out = [
+            self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(chunk)})[0]
+            for chunk in (pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size))
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.spec.class_names)))
+
+    def predict_proba(
+        self, pixels: np.ndarray, batch_size: int = 64, calibrated: bool = True
+    ) -> np.ndarray:
+        """Class probabilities (temperature-scaled unless ``calibrated=False``)."""
+        temperature = self.spec.temperature if calibrated else 1.0
+        return softmax(self.logits(pixels, batch_size), temperature)
+
+
+def bundle_folder(path: str | Path) -> Path:
+    """A bundle folder, or the run directory holding ``bundle/``, as the bundle folder."""
+    folder = Path(path)
+    return folder / "bundle" if (folder / "bundle" / "bundle.json").is_file() else folder
+
+
+def load_predictor(bundle_path: str | Path, prefer_onnx: bool = True) -> Bundle | OnnxPredictor:
+    """The bundle's exported ONNX model when there is a current one, else the torch Bundle.
+
+    "Current" means exported from the bundle's present weights, and the graph unchanged since:
+    a stale export is passed over with a warning rather than giving different answers.
+    """
+    folder = bundle_folder(bundle_path)
+    onnx_path, weights = folder / ONNX_NAME, folder / "model.safetensors"
+    if prefer_onnx and onnx_path.is_file() and sidecar(onnx_path).is_file() and weights.is_file():
+        meta = json.loads(sidecar(onnx_path).read_text())
+        if meta.get("weights_sha256") != sha256_file(weights):
+            log.warning("%s was exported from other weights; using PyTorch (re-export)", onnx_path)
+        elif meta.get("onnx_sha256") != sha256_file(onnx_path):
+            log.warning("%s changed since export; using PyTorch (re-export)", onnx_path)
+        else:
+            return OnnxPredictor(onnx_path)
+    return load_bundle(folder)

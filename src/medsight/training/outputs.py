@@ -1,0 +1,102 @@
+"""What a finished run leaves behind: metrics, plots, the bundle, its model card and the report.
+
+The decision threshold and the calibration temperature are fitted on the validation split here,
+before the test split is looked at, and stored in the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch import nn
+
+from medsight.config import Recipe
+from medsight.evaluation.card import model_card
+from medsight.evaluation.plots import plot_curves, plot_prediction_grid
+from medsight.evaluation.report import data_summary, write_report
+from medsight.evaluation.summary import calibrate_spec, evaluate_predictions, write_plots
+from medsight.fsutil import atomic_write_text
+from medsight.serving.bundle import Bundle, BundleSpec, save_bundle, softmax
+from medsight.serving.predictor import predictions_frame
+from medsight.training.prepare import Prepared
+
+SUMMARY_KEYS = ("split", "n", "accuracy", "sensitivity", "specificity", "roc_auc")
+
+
+def write_run_outputs(
+    out: Path,
+    recipe: Recipe,
+    data: Prepared,
+    model: nn.Module,
+    spec: BundleSpec,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
+    """Calibrate on val, evaluate val and test, then write metrics, plots, bundle, report."""
+    bundle = Bundle(model.eval(), spec)
+    labels, split = data.table.labels, data.split
+    patients = data.table.frame["patient"].to_numpy()
+    logits = {
+        name: bundle.logits(data.pixels[split == name])
+        for name in ("val", "test")
+        if (split == name).any()
+    }
+    spec = calibrate_spec(
+        spec,
+        labels[split == "val"],
+        logits["val"],
+        recipe.evaluate.threshold,
+        recipe.evaluate.calibrate,
+    )
+    results = {
+        name: evaluate_predictions(
+            labels[split == name],
+            values,
+            spec,
+            groups=list(patients[split == name]),
+            seed=recipe.evaluate.bootstrap_seed,
+        )
+        for name, values in logits.items()
+    }
+    held_out = "test" if "test" in results else "val"
+    held = split == held_out
+    probs = softmax(logits[held_out], spec.temperature)
+    frame = data.table.frame[held]
+    atomic_write_text(
+        out / "predictions.csv", predictions_frame(frame, probs, spec).to_csv(index=False)
+    )
+    metrics = {
+        **results[held_out],
+        "split": held_out,
+        "val": results["val"],
+        **facts,
+        "split_by": recipe.data.split_by,
+        "skipped": len(data.skipped),
+        "published": recipe.published.model_dump() if recipe.published else None,
+        "data": data_summary(data.table),
+        "leakage": data.table.frame.attrs.get("leakage"),
+        "split_warning": data.split_warning,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    plot_curves(pd.read_csv(out / "history.csv"), plots / "curves.png")
+    write_plots(plots, data.pixels[held], labels[held], logits[held_out], spec, metrics, held_out)
+    plot_prediction_grid(
+        data.pixels[held],
+        labels[held],
+        probs,
+        spec.class_names,
+        spec.positive_index,
+        spec.threshold,
+        plots / "predictions.png",
+    )
+    spec = spec.model_copy(update={"metrics": {k: metrics.get(k) for k in SUMMARY_KEYS}})
+    card = model_card(spec, metrics, recipe)
+    atomic_write_text(out / "model_card.md", card)
+    save_bundle(out / "bundle", model, spec, card)
+    write_report(out)
+    return metrics

@@ -1,0 +1,105 @@
+"""The bundle: weights + preprocessing + classes round-trip safely, and bad bundles are named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsight.errors import MedsightError
+from medsight.models.zoo import create_model
+from medsight.serving.bundle import BundleSpec, load_bundle, save_bundle
+
+
+def _spec() -> BundleSpec:
+    return BundleSpec(
+        model_name="malaria_lenet",
+        class_names=["Parasitized", "Uninfected"],
+        positive_class="Parasitized",
+        image_size=(64, 64),
+        channels=3,
+        mean=(0.0,),
+        std=(1.0,),
+        threshold=0.4,
+    )
+
+
+def test_round_trip_gives_identical_predictions(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("malaria_lenet", 2, 3, (64, 64)).eval()
+    save_bundle(tmp_path / "bundle", model, _spec())
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == [
+        "bundle.json",
+        "model.safetensors",
+    ]
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.spec.threshold == 0.4 and bundle.spec.positive_index == 0
+    assert bundle.spec.medsight_version and bundle.spec.created
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    expected = torch.softmax(model(torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255.0), 1)
+    assert np.allclose(bundle.predict_proba(pixels), expected.detach().numpy(), atol=1e-6)
+
+
+def test_run_directory_is_accepted_as_bundle_path(tmp_path: Path) -> None:
+    save_bundle(tmp_path / "bundle", create_model("malaria_lenet", 2, 3, (64, 64)), _spec())
+    assert load_bundle(tmp_path).spec.class_names == ["Parasitized", "Uninfected"]
+
+
+def test_saving_again_replaces_the_bundle_atomically(tmp_path: Path) -> None:
+    model = create_model("malaria_lenet", 2, 3, (64, 64))
+    save_bundle(tmp_path / "bundle", model, _spec())
+    save_bundle(tmp_path / "bundle", model, _spec().model_copy(update={"threshold": 0.7}))
+    assert load_bundle(tmp_path / "bundle").spec.threshold == 0.7
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary leftovers
+
+
+def test_missing_or_invalid_bundle_is_named(tmp_path: Path) -> None:
+    with pytest.raises(MedsightError, match="not a medsight bundle"):
+        load_bundle(tmp_path)
+    save_bundle(tmp_path / "b", create_model("malaria_lenet", 2, 3, (64, 64)), _spec())
+    spec = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    del spec["class_names"]
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(spec))
+    with pytest.raises(MedsightError, match="invalid bundle description"):
+        load_bundle(tmp_path / "b")
+
+
+def test_weights_are_plain_tensors_not_pickles(tmp_path: Path) -> None:
+    save_bundle(tmp_path / "b", create_model("malaria_lenet", 2, 3, (64, 64)), _spec())
+    head = (tmp_path / "b" / "model.safetensors").read_bytes()[:8]
+    header_len = int.from_bytes(head, "little")
+    header = json.loads((tmp_path / "b" / "model.safetensors").read_bytes()[8 : 8 + header_len])
+    assert "features.0.weight" in header
+
+
+def test_tta_averages_the_logits_of_the_image_and_its_mirror(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = create_model("malaria_lenet", 2, 3, (64, 64)).eval()
+    save_bundle(tmp_path / "b", model, _spec().model_copy(update={"tta": True}))
+    bundle = load_bundle(tmp_path / "b")
+    pixels = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255.0
+    with torch.no_grad():
+        expected = torch.softmax((model(x) + model(x.flip(3))) / 2, 1)
+        plain = torch.softmax(model(x), 1)
+    got = bundle.predict_proba(pixels)
+    assert np.allclose(got, expected.numpy(), atol=1e-6)
+    assert not np.allclose(got, plain.numpy(), atol=1e-4)
+
+
+def test_temperature_scales_the_logits_and_keeps_the_ranking(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = create_model("malaria_lenet", 2, 3, (64, 64)).eval()
+    save_bundle(tmp_path / "b", model, _spec().model_copy(update={"temperature": 2.0}))
+    bundle = load_bundle(tmp_path / "b")
+    pixels = np.random.default_rng(2).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(pixels).permute(0, 3, 1, 2) / 255.0)
+    calibrated, raw = bundle.predict_proba(pixels), bundle.predict_proba(pixels, calibrated=False)
+    assert np.allclose(calibrated, torch.softmax(logits / 2.0, 1).numpy(), atol=1e-6)
+    assert np.allclose(raw, torch.softmax(logits, 1).numpy(), atol=1e-6)
+    assert (np.argsort(calibrated[:, 1]) == np.argsort(raw[:, 1])).all()
+    assert np.abs(calibrated - 0.5).max() < np.abs(raw - 0.5).max()
