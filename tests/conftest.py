@@ -91,10 +91,12 @@ def _chromium() -> str | None:
     return found or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium driven by Playwright (its own browser download cannot work
-    offline); tests that need it skip with the reason when either is missing."""
+    offline); tests that need it skip with the reason when either is missing. Module-scoped:
+    Playwright's sync API keeps an event loop running, which would break ``asyncio.run`` in
+    later test modules."""
     executable = _chromium()
     if executable is None:
         pytest.skip("Chromium not found (/usr/bin/chromium or `chromium` on PATH)")

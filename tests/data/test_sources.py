@@ -106,3 +106,23 @@ def test_relative_data_paths_become_absolute(malaria_subset: Path, monkeypatch) 
     monkeypatch.chdir(malaria_subset.parent)
     table = load_table(Path(malaria_subset.name))
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in table.frame["path"])
+
+
+def test_the_ieee8023_metadata_sheet_is_readable_as_it_is(datasets_dir: Path) -> None:
+    sheet = datasets_dir / "covid" / "metadata.csv"
+    if not sheet.is_file():
+        pytest.skip(f"{sheet} not found")
+    table = load_table(sheet)
+    assert "COVID-19" in table.class_names
+    assert all(Path(p).is_file() for p in table.frame["path"])  # folder + filename joined
+    assert all("/images/" in p for p in table.frame["path"])
+    assert table.skipped  # rows whose image is not in this snapshot are listed, not fatal
+
+
+def test_a_source_column_is_kept(malaria_subset: Path, tmp_path: Path) -> None:
+    files = sorted(malaria_subset.glob("*/*.png"))[:4]
+    sheet = tmp_path / "sheet.csv"
+    rows = [f"{f},{f.parent.name},{'site-a' if i % 2 else 'site-b'}" for i, f in enumerate(files)]
+    sheet.write_text("path,label,hospital\n" + "\n".join(rows) + "\n")
+    table = load_table(sheet)
+    assert list(table.frame["source"]) == ["site-b", "site-a", "site-b", "site-a"]

@@ -142,3 +142,14 @@ def test_evaluate_rejects_classes_the_model_does_not_know(run: Path, tmp_path: P
     (tmp_path / "data" / "Healthy" / "cell.png").write_bytes(Path(source).read_bytes())
     with pytest.raises(MedsightError, match=r"classes \['Healthy'\] are not known"):
         api.evaluate(run, tmp_path / "data", tmp_path / "eval")
+
+
+def test_threshold_and_temperature_are_fitted_on_val_and_carried_by_the_bundle(run: Path) -> None:
+    spec = load_bundle(run / "bundle").spec
+    assert spec.threshold_rule == "youden on the validation split"
+    assert 0 < spec.threshold < 1 and spec.temperature > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["threshold"] == spec.threshold == metrics["val"]["threshold"]
+    card = (run / "bundle" / "model_card.md").read_text()
+    assert f"medsight {spec.medsight_version}" in card and f"{spec.threshold:.4f}" in card
+    assert card == (run / "model_card.md").read_text()

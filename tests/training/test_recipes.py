@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from medsight import api
@@ -71,6 +72,9 @@ def test_recipe_runs_one_epoch(
         assert published.claim.split(" (")[0][:30] in report
     if load_recipe(recipe).data.curation:
         assert (run / "curation.csv").is_file()
+        # each image's source travels into splits.csv, for `medsight audit RUN --data splits.csv`
+        splits = pd.read_csv(run / "splits.csv")
+        assert set(splits["source"]) == {"ieee8023", "kermany"}
 
 
 @pytest.mark.parametrize("recipe", ["covid-resnet50", "covid-vgg16"])

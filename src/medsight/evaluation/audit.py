@@ -252,6 +252,7 @@ def audit_bundle(
     scored = score_table(bundle, table)
     sources = scored.table.frame["source"] if "source" in scored.table.frame else None
     audit = audit_scored(bundle, scored.table, scored.pixels, sources, seed)
+    audit.update(data=" + ".join(map(str, data)), split=split, n=len(scored.table))
     out = Path(out)
     if not (out / "metrics.json").is_file():
         facts = {"bundle": str(bundle_path), "data_path": " + ".join(map(str, data))}

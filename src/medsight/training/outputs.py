@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from medsight import __version__
 from medsight.config import Recipe
 from medsight.evaluation.card import model_card
 from medsight.evaluation.plots import plot_curves, plot_prediction_grid
@@ -94,7 +95,8 @@ def write_run_outputs(
         spec.threshold,
         plots / "predictions.png",
     )
-    spec = spec.model_copy(update={"metrics": {k: metrics.get(k) for k in SUMMARY_KEYS}})
+    summary = {k: metrics.get(k) for k in SUMMARY_KEYS}
+    spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})
     card = model_card(spec, metrics, recipe)
     atomic_write_text(out / "model_card.md", card)
     save_bundle(out / "bundle", model, spec, card)
