@@ -75,3 +75,24 @@ def test_seeded_bootstrap_is_reproducible() -> None:
     again, _ = bootstrap(_auc(y, s), 60, resamples=100, seed=7)
     other, _ = bootstrap(_auc(y, s), 60, resamples=100, seed=8)
     assert first == again and first != other
+
+
+def test_a_perfect_small_test_set_gets_an_exact_interval_note() -> None:
+    from medsight.evaluation.summary import evaluate_predictions
+    from medsight.serving.bundle import BundleSpec
+
+    spec = BundleSpec(
+        model_name="malaria_lenet",
+        class_names=["COVID-19", "normal"],
+        positive_class="COVID-19",
+        image_size=(8, 8),
+        channels=1,
+        mean=(0.0,),
+        std=(1.0,),
+    )
+    y = np.array([0] * 8 + [1] * 20)
+    logits = np.where(y[:, None] == np.arange(2)[None, :], 3.0, -3.0)  # every image right
+    metrics = evaluate_predictions(y, logits, spec, resamples=50)
+    assert metrics["figures"]["accuracy"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    note = next(n for n in metrics["notes"] if "Clopper-Pearson" in n)
+    assert "28 of 28" in note and "[0.877, 1.000]" in note  # (0.025) ** (1 / 28) = 0.877

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 
 from medsight.evaluation.bootstrap import bootstrap
 from medsight.evaluation.calibration import (
@@ -53,6 +54,14 @@ def evaluate_predictions(
         resamples,
         seed,
     )
+    if metrics["figures"]["accuracy"]["ci_low"] == metrics["figures"]["accuracy"]["ci_high"]:
+        correct = int(round(metrics["accuracy"] * len(y_true)))
+        low, high = binomtest(correct, len(y_true)).proportion_ci(method="exact")
+        metrics["notes"].append(
+            f"every bootstrap resample has the same accuracy ({correct} of {len(y_true)} right), "
+            f"so the bootstrap shows no uncertainty; the exact (Clopper-Pearson) 95 % interval "
+            f"for the accuracy is [{low:.3f}, {high:.3f}]"
+        )
     if is_binary(probs, pos):
         metrics["threshold_rule"] = spec.threshold_rule
         metrics["operating_points"] = operating_points(y_true == pos, probs[:, pos])
