@@ -15,8 +15,7 @@ def test_delong_on_a_hand_worked_example() -> None:
     # 0.9 vs negatives 0.3, 0.6 -> 4 of 6 pairs right, AUC 2/3. DeLong (1988) structural
     # components: V10_A = (1, 1, 1), V10_B = (0, 1, 1); V01_A = (1, 1), V01_B = (2/3, 2/3).
     # S10 = var(V10_B) = 1/3 (others 0), S01 = 0, so var(AUC_B - AUC_A) = (1/3) / 3 = 1/9,
-    # z = (2/3 - 1) / (1/3) = -1, p = 2 * (1 - Phi(1)) = 0.3173 (R pROC's roc.test gives the
-    # same Z = -1, p-value = 0.3173 on these numbers).
+    # z = (2/3 - 1) / (1/3) = -1, p = 2 * (1 - Phi(1)) = 0.3173.
     y = np.array([0, 0, 1, 1, 1], dtype=bool)
     result = delong_test(y, [0.1, 0.2, 0.6, 0.7, 0.8], [0.3, 0.6, 0.2, 0.7, 0.9])
     assert result["auc_a"] == pytest.approx(1.0) and result["auc_b"] == pytest.approx(2 / 3)

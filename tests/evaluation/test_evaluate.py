@@ -63,6 +63,7 @@ def test_every_figure_has_a_value_and_a_ci(evaluation: Path) -> None:
         assert figure["ci_low"] <= figure["value"] <= figure["ci_high"], key
     assert metrics["baselines"]["majority_accuracy"] == pytest.approx(0.5)
     assert metrics["threshold"] == 0.4 and metrics["calibration"]["temperature"] == 1.5
+    assert metrics["data"]["duplicates"] == {"groups": 0, "files": 0}  # files were hashed
 
 
 def test_metrics_agree_with_sklearn_on_the_written_predictions(

@@ -64,6 +64,10 @@ def data_summary(table: ImageTable) -> dict[str, Any]:
         columns=table.class_names, fill_value=0
     )
     patients = frame[frame["patient"].notna()].groupby("split")["patient"].nunique()
+    duplicates = None  # groups of byte-identical files, when the table was hashed
+    if "sha256" in frame:
+        sizes = frame.groupby("sha256").size()
+        duplicates = {"groups": int((sizes > 1).sum()), "files": int(sizes[sizes > 1].sum())}
     return {
         "source": table.source,
         "splits": [
@@ -78,6 +82,7 @@ def data_summary(table: ImageTable) -> dict[str, Any]:
         "class_names": table.class_names,
         "n_images": len(frame),
         "n_patients": int(frame["patient"].nunique()),
+        "duplicates": duplicates,
     }
 
 

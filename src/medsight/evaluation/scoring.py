@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from medsight.data.dataset import decode_images
+from medsight.data.io import content_sha256
 from medsight.data.sources import ImageTable, load_table
 from medsight.errors import DataError
 from medsight.evaluation.card import model_card
@@ -100,6 +101,14 @@ def load_labelled(
     return align_classes(table, class_names, class_map, drop_unknown)
 
 
+def hashed(table: ImageTable) -> ImageTable:
+    """The table with each file's SHA-256 (for the duplicate count of the report)."""
+    if "sha256" in table.frame:
+        return table
+    frame = table.frame.assign(sha256=[content_sha256(p) for p in table.frame["path"]])
+    return ImageTable(frame, table.class_names, table.source, table.skipped)
+
+
 def score_table(bundle: Bundle, table: ImageTable, batch_size: int = 64) -> Scored:
     """Decode every image as in training and compute the bundle's logits (unreadable files are
     skipped with their reason)."""
@@ -158,7 +167,7 @@ def write_evaluation(
     metrics.update(facts)
     metrics["title"] = f"{spec.recipe or spec.model_name} on {facts.get('data_path')}"
     metrics["skipped"] = [{"path": p, "reason": r} for p, r in scored.skipped]
-    metrics["data"] = data_summary(scored.table)
+    metrics["data"] = data_summary(hashed(scored.table))
     out.mkdir(parents=True, exist_ok=True)
     probs = softmax(scored.logits, spec.temperature)
     frame = predictions_frame(scored.table.frame, probs, spec)
