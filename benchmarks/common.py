@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -130,8 +129,10 @@ def training_figures(
 
 
 def steps_to_run(warmup: int, steps: int, epoch_steps: int) -> int:
-    """At least one whole epoch (for the first-epoch figure) and warm-up + timed steps."""
-    return max(warmup + steps, epoch_steps)
+    """Warm-up + timed steps, rounded up to whole epochs: the first epoch is needed for its
+    own figure, and Keras' generator thread keeps the interpreter from exiting when training
+    stops in the middle of an epoch."""
+    return -(-(warmup + steps) // epoch_steps) * epoch_steps
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

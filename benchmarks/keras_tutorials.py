@@ -19,23 +19,20 @@ the system allocator), as a tutorial reader would run it.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+from tensorflow.keras.preprocessing.image import ImageDataGenerator
 
-import cv2  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
-from tensorflow.keras.preprocessing.image import ImageDataGenerator  # noqa: E402
-
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     PeakMemory,
     epoch_batch_sizes,
     steps_to_run,
@@ -81,9 +78,7 @@ def covid_scratch(size: int) -> keras.Model:
 
 def resnet50(size: int) -> keras.Model:
     """(b) transfer: ResNet50 base + global average pooling + Dense2, all layers trained."""
-    base = keras.applications.ResNet50(
-        weights=None, include_top=False, input_shape=(size, size, 3)
-    )
+    base = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(size, size, 3))
     out = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(base.output))
     return keras.Model(base.input, out)
 
@@ -269,7 +264,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args()
     if args.phase == "versions":
-        result = {"tensorflow": tf.__version__, "keras": keras.__version__, "opencv": cv2.__version__}
+        result = {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "opencv": cv2.__version__,
+        }
     elif args.phase == "train":
         result = measure_train(args.recipe, args.data, args.warmup, args.steps)
     else:

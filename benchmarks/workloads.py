@@ -35,7 +35,7 @@ WORKLOADS = {
     )
 }
 # images per data set in quick mode (full mode: all of them)
-QUICK_IMAGES = {"malaria": 128, "chest_xray": 100, "covid": 48}
+QUICK_IMAGES = {"malaria": 128, "chest_xray": 100, "covid": 32}
 
 
 def spread(files: list[Path], n: int | None) -> list[Path]:

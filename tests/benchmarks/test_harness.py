@@ -264,7 +264,7 @@ def test_targets_say_by_how_much_and_why(assessed: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("forward", "flask_rps", "key", "why"),
     [
-        (30.7, 5.0, "throughput_at_8", "unreachable with this model: 2x Flask + Keras's 5 req/s"),
+        (30.7, 8.0, "throughput_at_8", "unreachable with this model: 2x Flask + Keras's 8 req/s"),
         (0.0257, 5.0, "throughput_at_8", "medsight served 12 req/s; 8 x 0.0257 GFLOP"),
         (0.0257, 5.0, "p99_ms_at_8", "queueing and serving overhead above the compute bound"),
     ],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from medsight import api
 from medsight.errors import MedsightError
@@ -153,3 +154,11 @@ def test_threshold_and_temperature_are_fitted_on_val_and_carried_by_the_bundle(r
     card = (run / "bundle" / "model_card.md").read_text()
     assert f"medsight {spec.medsight_version}" in card and f"{spec.threshold:.4f}" in card
     assert card == (run / "model_card.md").read_text()
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(run: Path) -> None:
+    history = pd.read_csv(run / "history.csv")
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == len(history) - 1  # 0-based: the final epoch, whatever val did
+    assert best["epoch"] == int(history["val_accuracy"].idxmax())  # monitor: val_accuracy

@@ -147,10 +147,14 @@ def fit_prepared(
         filename="best",
         monitor=tcfg.monitor,
         mode="min" if tcfg.monitor == "val_loss" else "max",
-        save_last=True,
         enable_version_counter=False,
     )
-    callbacks: list[L.Callback] = [checkpoint, HistoryAndProgress(out / "history.csv")]
+    # its own callback: with save_last, Lightning rewrites last.ckpt only in epochs that improve
+    # the best one, and a resumed run would redo the epochs after it
+    last = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="last", enable_version_counter=False
+    )
+    callbacks: list[L.Callback] = [checkpoint, last, HistoryAndProgress(out / "history.csv")]
     if tcfg.freeze_epochs:
         callbacks.append(FreezeSchedule(tcfg.freeze_epochs, tcfg.unfreeze))
     if tcfg.early_stopping:

@@ -1,0 +1,222 @@
+"""medsight's side of the benchmark: the tutorial recipes through the product's own code paths.
+
+Training is what ``medsight train`` runs (:mod:`medsight.training.fit`): ``prepare`` hashes,
+splits and decodes every image once into RAM (through the decoded-image cache, empty at the
+start: a first run), then Lightning fits the recipe's model in channels_last with the recipe's
+DataLoader workers, sampler and augmentation. Prediction is what ``medsight predict`` runs
+(:func:`medsight.serving.batch.predict_files`: files to probabilities, into a CSV) with ONNX
+Runtime on the bundle's export, or PyTorch. Weights are random, as on the Keras side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+
+from benchmarks.common import PeakMemory, steps_to_run, training_figures, write_json
+from medsight.config import Recipe, load_recipe
+from medsight.data.io import load_image
+from medsight.serving.batch import find_images, predict_files
+from medsight.serving.bundle import BundleSpec, save_bundle
+from medsight.serving.export import export_onnx
+from medsight.serving.runtime import load_predictor
+from medsight.training.fit import _class_weights, _loaders, build_model
+from medsight.training.module import Classifier, FreezeSchedule
+from medsight.training.prepare import positive_class, prepare
+
+
+def bench_recipe(name: str) -> Recipe:
+    """The built-in recipe on a benchmark tree: random weights (no download offline, as on the
+    Keras side) and the given files as they are (no curation). ResNet50 is timed in its
+    all-layers phase (8 of its 10 epochs), as the Keras side trains it."""
+    overrides = ["model.pretrained=null", "data.curation=null"]
+    if name == "covid-resnet50":
+        overrides.append("train.freeze_epochs=0")
+    return load_recipe(name, overrides)
+
+
+class StepClock(L.Callback):
+    """The time each training step ends and how many images it had."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.sizes: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.ends.append(time.perf_counter())
+        self.sizes.append(len(batch[1]))
+
+
+def fresh_cache(work: Path) -> None:
+    """An empty decoded-image cache: the figures are those of a first run on these files."""
+    cache = work / "decoded-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["MEDSIGHT_CACHE"] = str(cache)
+
+
+def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) -> dict[str, Any]:
+    recipe = bench_recipe(name)
+    fresh_cache(work)
+    L.seed_everything(recipe.train.seed, workers=True, verbose=False)
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        data = prepare(recipe, tree, work, write=False)
+        prepare_s = time.perf_counter() - start
+        model, mean, std = build_model(recipe, len(data.table.class_names))
+        module = Classifier(model, recipe.train, _class_weights(recipe, data))
+        loader = _loaders(recipe, data, mean, std)["train"]
+        total = steps_to_run(warmup, steps, len(loader))
+        clock = StepClock()
+        callbacks: list[L.Callback] = [clock]
+        if recipe.train.freeze_epochs:
+            callbacks.append(FreezeSchedule(recipe.train.freeze_epochs, recipe.train.unfreeze))
+        trainer = L.Trainer(
+            max_steps=total,
+            accelerator="cpu",
+            devices=1,
+            precision="bf16-mixed" if recipe.train.precision == "bf16" else "32-true",
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=callbacks,
+        )
+        fit_start = time.perf_counter()
+        with warnings.catch_warnings():  # validation is left out on purpose: training is timed
+            warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader")
+            trainer.fit(module, loader)
+    train_images = int((data.split == "train").sum())
+    figures = training_figures(
+        prepare_s, fit_start, clock.ends, clock.sizes, len(loader), train_images, warmup, steps
+    )
+    decoded_images = len(data.table)
+    del data, loader, trainer
+    start = time.perf_counter()  # a second run on the same files: decoded pixels from the cache
+    prepare(recipe, tree, work, write=False)
+    return {
+        **figures,
+        **memory.figures(),
+        "prepare_warm_cache_s": round(time.perf_counter() - start, 3),
+        "decoded_images": decoded_images,
+        "batch_size": recipe.train.batch_size,
+        "num_workers": recipe.train.num_workers,
+        "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
+    }
+
+
+def make_bundle(name: str, tree: Path, dest: Path) -> dict[str, Any]:
+    """A bundle of the recipe's model (random weights) and its checked ONNX export, as
+    ``medsight export`` writes it; returns the export's duration."""
+    recipe = bench_recipe(name)
+    classes = sorted(folder.name for folder in tree.iterdir() if folder.is_dir())
+    model, mean, std = build_model(recipe, len(classes))
+    spec = BundleSpec(
+        model_name=recipe.model.name,
+        model_kwargs=recipe.model.kwargs,
+        class_names=classes,
+        positive_class=positive_class(classes, recipe.data.positive_class),
+        image_size=recipe.data.image_size,
+        channels=recipe.data.channels,
+        mean=mean,
+        std=std,
+        tta=recipe.preprocess.tta,
+        recipe=recipe.name,
+    )
+    save_bundle(dest, model.eval(), spec)
+    start = time.perf_counter()
+    export_onnx(dest, check_images=[tree])
+    return {"export_s": round(time.perf_counter() - start, 2)}
+
+
+def decode_all(files: list[str], size: tuple[int, int], channels: int) -> np.ndarray:
+    """The decoding ``predict_files`` does (same reader, resize and thread count), alone."""
+    with ThreadPoolExecutor(2) as pool:
+        return np.stack(list(pool.map(lambda f: load_image(f, size, channels), files)))
+
+
+def measure_predict(bundle: Path, tree: Path, engine: str, work: Path) -> dict[str, Any]:
+    """Files to probabilities with ``predict_files``; then, apart, its decoding alone and its
+    model alone, so a shortfall can be traced to one of them."""
+    work.mkdir(parents=True, exist_ok=True)
+    for csv in work.glob("predictions*.csv"):
+        csv.unlink()
+    with PeakMemory() as memory:
+        predictor = load_predictor(bundle, prefer_onnx=engine == "onnxruntime")
+        files = find_images([tree])
+        predict_files(predictor, files[:2], work / "predictions-warmup.csv")
+        start = time.perf_counter()
+        done = predict_files(predictor, [tree], work / "predictions.csv")
+        seconds = time.perf_counter() - start
+    spec = predictor.spec
+    start = time.perf_counter()
+    pixels = decode_all(files, tuple(spec.image_size), spec.channels)
+    decode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    predictor.predict_proba(pixels)
+    model_s = time.perf_counter() - start
+    return {
+        "predict_img_s": round(done.predicted / seconds, 2),
+        "predict_images": done.predicted,
+        "predict_s": round(seconds, 3),
+        "engine": done.engine,
+        "batch_size": 64,
+        "decode_only_img_s": round(len(files) / decode_s, 2),
+        "model_only_img_s": round(len(files) / model_s, 2),
+        **memory.figures(),
+        "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
+    }
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import onnxruntime
+    import torch
+    import torchvision
+
+    import medsight
+
+    return {
+        "medsight": medsight.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "lightning": lightning.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("phase", choices=["train", "bundle", "predict", "versions"])
+    parser.add_argument("--recipe", help="built-in recipe name")
+    parser.add_argument("--data", type=Path, help="class-folder tree of the recipe's images")
+    parser.add_argument("--bundle", type=Path, help="bundle folder (written by 'bundle')")
+    parser.add_argument("--engine", choices=["onnxruntime", "torch"], default="onnxruntime")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--work", type=Path, help="scratch folder (decoded-image cache, CSVs)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    args = parser.parse_args()
+    if args.phase == "train":
+        result = measure_train(args.recipe, args.data, args.warmup, args.steps, args.work)
+    elif args.phase == "bundle":
+        result = make_bundle(args.recipe, args.data, args.bundle)
+    elif args.phase == "predict":
+        result = measure_predict(args.bundle, args.data, args.engine, args.work)
+    else:
+        result = versions()
+    write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Serving: ``medsight serve BUNDLE`` against tutorial (d)'s Flask + Keras app, same model.
+
+Each server runs alone on 127.0.0.1 while :mod:`benchmarks.loadgen`, a separate process, drives
+it at each concurrency level for a bounded time with the same image files.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
+    """Return once ``url`` answers 200; raise if the server exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with code {process.returncode} before {url} answered"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@contextmanager
+def running(command: list[str], health_url: str, log: Path, env: dict[str, str]) -> Iterator[None]:
+    """A server process, healthy inside the block, stopped (SIGTERM, then SIGKILL) after it."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        try:
+            wait_healthy(health_url, process, timeout=300)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def load(url: str, images: list[Path], concurrency: int, seconds: float) -> dict[str, Any]:
+    """One concurrency level, measured by the load generator in its own process."""
+    command = [sys.executable, "-m", "benchmarks.loadgen", url, *map(str, images)]
+    command += ["--concurrency", str(concurrency), "--seconds", str(seconds)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=True, cwd=REPO, timeout=seconds + 900
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(
+    command: list[str],
+    health_url: str,
+    predict_url: str,
+    images: list[Path],
+    levels: list[int],
+    seconds: float,
+    log: Path,
+    env: dict[str, str],
+) -> dict[str, dict[str, Any]]:
+    """Concurrency level (as text: a JSON key) -> the load generator's figures."""
+    with running(command, health_url, log, env):
+        return {str(level): load(predict_url, images, level, seconds) for level in levels}
+
+
+def compare(
+    recipe: str,
+    bundle: Path,
+    images: list[Path],
+    levels: list[int],
+    seconds: float,
+    keras_python: Path,
+    envs: dict[str, dict[str, str]],
+    logs: Path,
+) -> dict[str, Any]:
+    """Both servers on the same model architecture and images, one after the other."""
+    medsight = Path(sys.executable).with_name("medsight")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    ours = measure(
+        [str(medsight), "serve", str(bundle), "--port", str(port)],
+        f"{base}/healthz",
+        f"{base}/v1/predict",
+        images,
+        levels,
+        seconds,
+        logs / f"serve-medsight-{recipe}.log",
+        envs["medsight"],
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    theirs = measure(
+        [str(keras_python), "-m", "benchmarks.flask_keras_server", "--recipe", recipe]
+        + ["--port", str(port)],
+        f"{base}/health",
+        f"{base}/predict",
+        images,
+        levels,
+        seconds,
+        logs / f"serve-flask-keras-{recipe}.log",
+        envs["keras"],
+    )
+    return {"medsight": ours, "flask_keras": theirs}
