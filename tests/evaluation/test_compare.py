@@ -43,3 +43,13 @@ def test_identical_models_are_not_different() -> None:
     s = np.array([0.1, 0.8, 0.4, 0.6, 0.3, 0.2])
     result = delong_test(y, s, s)
     assert result["difference"] == 0 and result["p_value"] == 1.0
+
+
+def test_paired_bootstrap_p_values_are_never_zero() -> None:
+    rng = np.random.default_rng(6)
+    d = rng.normal(1.0, 0.1, 50)  # a difference far from zero
+    ci, _ = bootstrap(lambda r: {"d": float(d[r].mean())}, 50, resamples=199, p_values=True)
+    assert ci["d"]["p_value"] == pytest.approx(2 / 200)
+    same = np.zeros(50)
+    ci, _ = bootstrap(lambda r: {"d": float(same[r].mean())}, 50, resamples=199, p_values=True)
+    assert ci["d"]["p_value"] == 1.0

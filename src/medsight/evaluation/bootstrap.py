@@ -64,7 +64,7 @@ def bootstrap(
 
     With ``p_values`` (for differences between two models) each figure also gets the two-sided
     bootstrap p-value of 'the difference is zero': twice the share of resamples on the far side
-    of zero.
+    of zero (counting the observed difference, so it is never 0).
 
     Resamples where a figure is undefined (e.g. no positive patient drawn) are left out of that
     figure's interval and counted in the record.
@@ -88,8 +88,10 @@ def bootstrap(
             "ci_high": float(np.quantile(values, 1 - alpha)) if enough else None,
         }
         if p_values:
-            share = min((values <= 0).mean(), (values >= 0).mean()) if enough else None
-            out[key]["p_value"] = None if share is None else float(min(1.0, 2 * share))
+            # (count + 1) / (B + 1): never exactly 0 from a finite number of resamples
+            far = min((values <= 0).sum(), (values >= 0).sum())
+            p = min(1.0, 2 * (far + 1) / (len(values) + 1))
+            out[key]["p_value"] = float(p) if enough else None
     record = {
         "method": "percentile bootstrap",
         "unit": unit,
