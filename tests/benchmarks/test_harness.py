@@ -64,7 +64,9 @@ def test_medsight_prediction_figures(medsight_figures: dict[str, Any], key: str,
     assert set(report.REQUIRED["predict"] + report.REQUIRED["medsight_predict"]) <= set(predict)
     assert predict["engine"] == engine
     assert predict["predict_images"] == 24
-    assert predict["predict_img_s"] == pytest.approx(24 / predict["predict_s"], rel=0.01)
+    # img/s comes from the unrounded time; predict_s is rounded to 1 ms
+    seconds = predict["predict_s"]
+    assert 24 / (seconds + 0.0005) - 0.01 <= predict["predict_img_s"] <= 24 / (seconds - 0.0005)
     assert (medsight_figures["bundle"] / "model.onnx").is_file()
 
 

@@ -94,8 +94,8 @@ def test_run_load_counts_every_answered_request(server: str, concurrency: int) -
 
 
 def test_run_load_counts_errors_apart(server: str) -> None:
-    stats = run_load(server, [("a.png", b"good"), ("b.png", b"bad")], 1, seconds=0.3)
-    assert stats["requests"] > 0 and stats["errors"] > 0
+    stats = run_load(server, [("a.png", b"good"), ("b.png", b"bad")], 1, seconds=1.5)
+    assert stats["requests"] >= 2 and stats["errors"] > 0
     assert abs(stats["requests"] - stats["errors"]) <= 1  # alternating good and bad uploads
 
 
