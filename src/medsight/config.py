@@ -48,6 +48,9 @@ class PreprocessConfig(Strict):
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     tta: bool = False  # test-time augmentation: average over the image and its mirror image
+    # "equalize": histogram-equalise every image first, so that a model does not depend on
+    # how a scanner or site exposed it (any monotone change of grey levels is undone)
+    exposure: Literal["none", "equalize"] = "none"
 
 
 class AugmentConfig(Strict):

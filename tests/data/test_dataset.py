@@ -8,7 +8,6 @@ import numpy as np
 
 from medsight.data.dataset import ArrayDataset, decode_images
 from medsight.data.io import load_image
-from medsight.data.transforms import eval_transform
 
 
 def test_decode_skips_and_reports_broken_files(malaria_subset: Path, tmp_path: Path) -> None:
@@ -33,12 +32,15 @@ def test_decode_skips_and_reports_broken_files(malaria_subset: Path, tmp_path: P
         assert np.array_equal(pixels[i], load_image(paths[i], (32, 32), 3))
 
 
-def test_array_dataset_yields_normalised_tensors() -> None:
-    pixels = np.full((2, 8, 8, 3), 255, dtype=np.uint8)
-    dataset = ArrayDataset(pixels, np.array([1, 0]), eval_transform(3, (0.5,), (0.5,)))
-    image, label = dataset[0]
+def test_array_dataset_yields_pixels_labels_and_epoch_seeds() -> None:
+    pixels = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    dataset = ArrayDataset(pixels, np.array([1, 0]), seed=3)
+    image, label, seed = dataset[0]
     assert tuple(image.shape) == (3, 8, 8) and label == 1
-    assert float(image.min()) == 1.0  # (1 - 0.5) / 0.5
+    assert np.array_equal(image.permute(1, 2, 0).numpy(), pixels[0])
+    # the same image in another epoch (key = (epoch + 1) * n + i) gets another seed
+    same, _, later = dataset[2 * 2 + 0]
+    assert same.equal(image) and later != seed and dataset[4][2] == later
 
 
 def test_decoded_cache_is_keyed_by_content_and_size(

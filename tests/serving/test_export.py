@@ -82,6 +82,29 @@ def test_tta_and_normalisation_are_in_the_graph(tmp_path: Path) -> None:
     assert np.abs(plain - runner.logits(pixels)).max() > 1e-3  # the mirror really counts
 
 
+def test_histogram_equalisation_is_in_the_graph(tmp_path: Path, xrays: list[Path]) -> None:
+    torch.manual_seed(2)
+    spec = BundleSpec(
+        model_name="kermany_cnn",
+        class_names=["NORMAL", "PNEUMONIA"],
+        image_size=(64, 64),
+        channels=3,
+        mean=(0.5,),
+        std=(0.5,),
+        exposure="equalize",
+    )
+    folder = save_bundle(tmp_path / "eq", create_model("kermany_cnn", 2, 3, (64, 64)), spec)
+    export_onnx(folder, check_images=xrays)
+    bundle, runner = load_bundle(folder), OnnxPredictor(folder / "model.onnx")
+    pixels = _pixels(xrays, spec)
+    dimmed = (pixels.astype(np.float32) * 0.6).astype(np.uint8)  # an under-exposed copy
+    np.testing.assert_allclose(runner.logits(dimmed), bundle.logits(dimmed), atol=1e-4)
+    # equalisation undoes the exposure change nearly exactly; without it the logits move
+    assert np.abs(runner.logits(dimmed) - runner.logits(pixels)).max() < 0.05
+    plain = Bundle(bundle.model, spec.model_copy(update={"exposure": "none"}))
+    assert np.abs(plain.logits(dimmed) - plain.logits(pixels)).max() > 0.05
+
+
 def test_a_planted_mismatch_fails_loudly(
     bundle_dir: Path, xrays: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ shuffles and augmentations as one uninterrupted run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -103,23 +103,20 @@ class EpochSampler(Sampler[int]):
 
 
 class ArrayDataset(Dataset):
-    """(image tensor, label) pairs from a decoded uint8 array and a transform."""
+    """(uint8 CHW image, label, augmentation seed) items from a decoded uint8 array.
 
-    def __init__(
-        self,
-        pixels: np.ndarray,
-        labels: np.ndarray,
-        transform: Callable[[torch.Tensor], torch.Tensor],
-        seed: int = 0,
-    ):
-        self.pixels, self.labels, self.transform, self.seed = pixels, labels, transform, seed
+    The DataLoader's :class:`medsight.data.augment.BatchTransform` augments and normalises a
+    whole batch of them at once.
+    """
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, seed: int = 0):
+        self.pixels, self.labels, self.seed = pixels, labels, seed
 
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, int, int]:
+        # keys drawn by EpochSampler carry the epoch: the seed is a function of (seed, epoch, i)
         epoch, i = divmod(int(key), len(self.pixels))
-        if epoch:  # drawn by EpochSampler: augmentation seeded by (seed, epoch, image)
-            torch.manual_seed((self.seed * EPOCH_STRIDE + epoch) * EPOCH_STRIDE + i)
         image = torch.from_numpy(self.pixels[i]).permute(2, 0, 1)
-        return self.transform(image), int(self.labels[i])
+        return image, int(self.labels[i]), (self.seed * EPOCH_STRIDE + epoch) * EPOCH_STRIDE + i

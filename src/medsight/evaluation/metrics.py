@@ -45,9 +45,11 @@ MULTICLASS_FIGURES = (
 )
 
 
-def decide(probs: np.ndarray, positive_index: int | None, threshold: float) -> np.ndarray:
+def decide(
+    probs: np.ndarray, positive_index: int | None, threshold: float | np.ndarray
+) -> np.ndarray:
     """Predicted class per row: the positive class when its probability reaches the threshold
-    (binary tasks), else the most probable class."""
+    (binary tasks; one per row allowed), else the most probable class."""
     if positive_index is None or probs.shape[1] != 2:
         return probs.argmax(axis=1)
     negative_index = 1 - positive_index

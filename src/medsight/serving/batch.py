@@ -159,10 +159,18 @@ def predict_files(
         len(todo),
         engine,
     )
-    with Progress(len(todo), "predict", "img") as bar, ThreadPoolExecutor(threads) as pool:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            good, pixels, bad = _decode(pool, chunk, tuple(spec.image_size), spec.channels)
+    size, chunks = tuple(spec.image_size), _chunks(todo, batch_size)
+    # the next chunk decodes (threads release the GIL) while the model runs on this one
+    with (
+        Progress(len(todo), "predict", "img") as bar,
+        ThreadPoolExecutor(threads) as pool,
+        ThreadPoolExecutor(1) as ahead,
+    ):
+        pending = ahead.submit(_decode, pool, chunks[0], size, spec.channels) if chunks else None
+        for i, chunk in enumerate(chunks):
+            good, pixels, bad = pending.result()
+            if i + 1 < len(chunks):
+                pending = ahead.submit(_decode, pool, chunks[i + 1], size, spec.channels)
             for path, reason in bad:
                 log.warning("skipped %s: %s", path, reason)
             result.skipped += bad
@@ -173,3 +181,7 @@ def predict_files(
                 result.predicted += len(good)
             bar.update(len(chunk))
     return result
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]

@@ -44,6 +44,7 @@ class BundleSpec(BaseModel):
     threshold_rule: str = "fixed 0.5"  # how it was chosen, e.g. "youden" on the val split
     temperature: float = 1.0  # temperature scaling: calibrated = softmax(logits / temperature)
     tta: bool = False  # average the logits of the image and its horizontal mirror
+    exposure: str = "none"  # "equalize": histogram-equalise each image before normalising
     recipe: str | None = None
     metrics: dict[str, Any] = {}
     created: str = ""
@@ -63,7 +64,8 @@ class Bundle:
 
     def to_input(self, pixels: np.ndarray) -> torch.Tensor:
         """(N, H, W, C) uint8 images already resized to the spec -> the normalised model input."""
-        transform = eval_transform(self.spec.channels, self.spec.mean, self.spec.std)
+        spec = self.spec
+        transform = eval_transform(spec.channels, spec.mean, spec.std, spec.exposure)
         return transform(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2))
 
     @torch.inference_mode()

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torchvision.transforms.v2.functional import equalize
 
 from medsight.data.io import load_image
 from medsight.errors import MedsightError, UnreadableImageError
@@ -52,18 +53,22 @@ def int8_path(onnx_path: Path) -> Path:
 
 
 class _PixelsToLogits(nn.Module):
-    """uint8 NHWC pixels -> normalised NCHW -> logits (averaged with the mirror image's)."""
+    """uint8 NHWC pixels -> (equalised) normalised NCHW -> logits (averaged with the mirror
+    image's)."""
 
     def __init__(self, model: nn.Module, spec: BundleSpec):
         super().__init__()
-        self.model, self.tta = model, spec.tta
+        self.model, self.tta, self.equalize = model, spec.tta, spec.exposure == "equalize"
         mean = list(spec.mean) * spec.channels if len(spec.mean) == 1 else list(spec.mean)
         std = list(spec.std) * spec.channels if len(spec.std) == 1 else list(spec.std)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = (pixels.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        x = pixels.permute(0, 3, 1, 2)
+        if self.equalize:
+            x = equalize(x)
+        x = (x.float() / 255.0 - self.mean) / self.std
         if not self.tta:
             return self.model(x)
         # one pass over image and mirror stacked: one copy of each layer in the graph (the int8

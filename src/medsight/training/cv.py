@@ -67,15 +67,22 @@ def _pool(out: Path, predictions: pd.DataFrame, class_names: list[str]) -> None:
     """Out-of-fold metrics over every image, plus each fold's own figure."""
     probs = predictions[[f"p_{name}" for name in class_names]].to_numpy()
     labels = predictions["label"].map({n: i for i, n in enumerate(class_names)}).to_numpy()
-    spec = json.loads((out / "fold-0" / "bundle" / "bundle.json").read_text())
-    positive = spec["positive_class"]
+    specs = {
+        k: json.loads((out / f"fold-{k}" / "bundle" / "bundle.json").read_text())
+        for k in sorted(predictions["fold"].unique())
+    }
+    positive = specs[0]["positive_class"]
+    # each image is decided at its own fold's threshold, as that fold's model predicted it
+    thresholds = predictions["fold"].map({k: spec["threshold"] for k, spec in specs.items()})
     pooled = classification_metrics(
         labels,
         probs,
         class_names,
         class_names.index(positive) if positive else None,
-        spec["threshold"],
+        thresholds.to_numpy(dtype=float),
     )
+    if "threshold" in pooled:
+        pooled["threshold"] = [spec["threshold"] for spec in specs.values()]
     per_fold = [
         json.loads((out / f"fold-{k}" / "metrics.json").read_text())
         for k in sorted(predictions["fold"].unique())

@@ -23,8 +23,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from medsight.config import Recipe, load_recipe, save_recipe
+from medsight.data.augment import BatchTransform
 from medsight.data.dataset import ArrayDataset, EpochSampler
-from medsight.data.transforms import eval_transform, train_transform
 from medsight.errors import MedsightError
 from medsight.fsutil import atomic_write_bytes
 from medsight.models.zoo import create_model
@@ -76,21 +76,24 @@ def build_model(
 def _loaders(recipe: Recipe, data: Prepared, mean, std) -> dict[str, DataLoader]:
     cfg, tcfg = recipe.data, recipe.train
     labels, split = data.table.labels, data.split
-    train_tf = train_transform(recipe.augment, cfg.image_size, cfg.channels, mean, std)
-    eval_tf = eval_transform(cfg.channels, mean, std)
+    exposure = recipe.preprocess.exposure
+    augment = BatchTransform(cfg.channels, mean, std, exposure, recipe.augment)
+    normalize = BatchTransform(cfg.channels, mean, std, exposure)
     workers = {"num_workers": tcfg.num_workers, "persistent_workers": tcfg.num_workers > 0}
     is_train = split == "train"
     sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
     return {
         "train": DataLoader(
-            ArrayDataset(data.pixels[is_train], labels[is_train], train_tf, tcfg.seed),
+            ArrayDataset(data.pixels[is_train], labels[is_train], tcfg.seed),
             batch_size=tcfg.batch_size,
             sampler=sampler,
+            collate_fn=augment,
             **workers,
         ),
         "val": DataLoader(
-            ArrayDataset(data.pixels[split == "val"], labels[split == "val"], eval_tf),
+            ArrayDataset(data.pixels[split == "val"], labels[split == "val"]),
             batch_size=tcfg.batch_size,
+            collate_fn=normalize,
             **workers,
         ),
     }
@@ -202,6 +205,7 @@ def fit_prepared(
         mean=mean,
         std=std,
         tta=recipe.preprocess.tta,
+        exposure=recipe.preprocess.exposure,
         recipe=recipe.name,
     )
     facts = {
