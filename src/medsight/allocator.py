@@ -4,6 +4,10 @@ glibc's malloc returns freed memory to the kernel and page-faults it back at eve
 PyTorch training loop; tcmalloc or jemalloc keep it. They must be loaded before Python starts,
 so the ``medsight`` command re-executes itself once with ``LD_PRELOAD`` set. Set
 ``MEDSIGHT_ALLOCATOR=system`` to keep the default allocator, or a library path to choose one.
+
+The same goes for ``OMP_WAIT_POLICY=PASSIVE`` (unless already set): by default OpenMP threads
+spin for a while after each parallel region, taking a core from the batch augmentation and the
+DataLoader; on 2 cores this alone took malaria-lenet training from 347 to 497 images/s.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ def find_allocator() -> str | None:
 
 def reexec_with_fast_allocator(argv: list[str]) -> None:
     """Replace this process by itself with the allocator preloaded (no-op if unavailable)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch starts OpenMP
     if sys.platform != "linux" or os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE"):
         return
     library = find_allocator()

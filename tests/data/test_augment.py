@@ -95,7 +95,7 @@ def test_draws_are_seeded_per_image_and_within_range() -> None:
 def test_batch_transform_augments_then_normalises_like_serving() -> None:
     pixels = np.random.default_rng(1).integers(0, 256, (6, *SIZE, 3), dtype=np.uint8)
     dataset = ArrayDataset(pixels, np.arange(6) % 2, seed=7)
-    items = [dataset[len(pixels) * 2 + i] for i in range(6)]  # epoch 1 keys, as EpochSampler
+    items = dataset.__getitems__([len(pixels) * 2 + i for i in range(6)])  # epoch 1 keys
     plain = BatchTransform(3, (0.5,), (0.25,))
     images, labels = plain(items)
     assert images.shape == (6, 3, *SIZE) and labels.tolist() == [0, 1, 0, 1, 0, 1]
@@ -104,7 +104,7 @@ def test_batch_transform_augments_then_normalises_like_serving() -> None:
     augment = BatchTransform(3, (0.5,), (0.25,), aug=AugmentConfig(rotation=20, hflip=True))
     first, second = augment(items)[0], augment(items)[0]
     torch.testing.assert_close(first, second)  # seeded: the same epoch augments the same way
-    other_epoch = augment([dataset[len(pixels) * 3 + i] for i in range(6)])[0]
+    other_epoch = augment(dataset.__getitems__([len(pixels) * 3 + i for i in range(6)]))[0]
     assert (other_epoch - first).abs().mean() > 0.05
     unchanged = BatchTransform(3, (0.5,), (0.25,), aug=AugmentConfig())(items)[0]
     torch.testing.assert_close(unchanged, images)

@@ -41,6 +41,9 @@ def test_array_dataset_yields_pixels_labels_and_epoch_seeds() -> None:
     # the same image in another epoch (key = (epoch + 1) * n + i) gets another seed
     same, _, later = dataset[2 * 2 + 0]
     assert same.equal(image) and later != seed and dataset[4][2] == later
+    images, labels, seeds = dataset.__getitems__([4, 1])  # a batch in one indexing
+    assert images[0].equal(image) and labels.tolist() == [1, 0] and seeds[0] == later
+    assert images[1].equal(dataset[1][0]) and seeds[1] == dataset[1][2]
 
 
 def test_decoded_cache_is_keyed_by_content_and_size(

@@ -105,8 +105,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 class BatchTransform:
-    """The DataLoader's ``collate_fn``: stacks (uint8 image, label, seed) items, augments the
-    batch when training and normalises it as the bundle will when serving."""
+    """The DataLoader's ``collate_fn``: augments a batch of uint8 images when training and
+    normalises it as the bundle will when serving."""
 
     def __init__(
         self,
@@ -118,11 +118,12 @@ class BatchTransform:
     ):
         self.aug, self.normalize = aug, eval_transform(channels, mean, std, exposure)
 
-    def __call__(self, items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, ...]:
-        images = torch.stack([item[0] for item in items])
-        labels = torch.tensor([item[1] for item in items])
+    def __call__(
+        self, batch: tuple[torch.Tensor, torch.Tensor, list[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch``: what :meth:`ArrayDataset.__getitems__` returns."""
+        images, labels, seeds = batch
         if self.aug is None:
             return self.normalize(images), labels
-        params = draw(self.aug, [item[2] for item in items], (images.shape[-2], images.shape[-1]))
-        augmented = augment_batch(images, params, self.aug)
-        return self.normalize(augmented), labels
+        params = draw(self.aug, seeds, (images.shape[-2], images.shape[-1]))
+        return self.normalize(augment_batch(images, params, self.aug)), labels

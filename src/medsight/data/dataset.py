@@ -105,8 +105,8 @@ class EpochSampler(Sampler[int]):
 class ArrayDataset(Dataset):
     """(uint8 CHW image, label, augmentation seed) items from a decoded uint8 array.
 
-    The DataLoader's :class:`medsight.data.augment.BatchTransform` augments and normalises a
-    whole batch of them at once.
+    The DataLoader fetches whole batches with :meth:`__getitems__` (one indexing of the array),
+    and its :class:`medsight.data.augment.BatchTransform` augments and normalises them at once.
     """
 
     def __init__(self, pixels: np.ndarray, labels: np.ndarray, seed: int = 0):
@@ -115,8 +115,18 @@ class ArrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, int, int]:
+    def _split(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # keys drawn by EpochSampler carry the epoch: the seed is a function of (seed, epoch, i)
-        epoch, i = divmod(int(key), len(self.pixels))
-        image = torch.from_numpy(self.pixels[i]).permute(2, 0, 1)
-        return image, int(self.labels[i]), (self.seed * EPOCH_STRIDE + epoch) * EPOCH_STRIDE + i
+        epochs, rows = np.divmod(keys.astype(np.int64), len(self.pixels))
+        return rows, (self.seed * EPOCH_STRIDE + epochs) * EPOCH_STRIDE + rows
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, int, int]:
+        rows, seeds = self._split(np.array([key]))
+        image = torch.from_numpy(self.pixels[rows[0]]).permute(2, 0, 1)
+        return image, int(self.labels[rows[0]]), int(seeds[0])
+
+    def __getitems__(self, keys: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """A batch: (N, C, H, W) uint8 images, labels and seeds."""
+        rows, seeds = self._split(np.asarray(keys))
+        images = torch.from_numpy(self.pixels[rows]).permute(0, 3, 1, 2)
+        return images, torch.from_numpy(self.labels[rows].astype(np.int64)), seeds.tolist()

@@ -54,7 +54,8 @@ def model_card(
         "",
         "## Model",
         f"- Architecture: `{spec.model_name}`; input {spec.image_size[0]}x{spec.image_size[1]}, "
-        f"{spec.channels} channel(s), mean {list(spec.mean)}, std {list(spec.std)}",
+        f"{spec.channels} channel(s), mean {list(spec.mean)}, std {list(spec.std)}"
+        + ("; every image histogram-equalised first" if spec.exposure == "equalize" else ""),
         f"- Trained by medsight {spec.medsight_version or '(unknown version)'}"
         + (f" with the recipe `{recipe.name}`: {recipe.description}" if recipe else ""),
         "",
