@@ -50,19 +50,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def environments() -> dict[str, dict[str, str]]:
-    """medsight's side with the allocator the ``medsight`` command preloads; Keras' side as a
-    tutorial reader runs it (system allocator)."""
-    from medsight.allocator import find_allocator
+    """medsight's side as the ``medsight`` command runs itself (fast allocator, passive OpenMP
+    threads); Keras' side as a tutorial reader runs it (system allocator)."""
+    from medsight.allocator import fast_environment
 
     base = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDSIGHT_PROGRESS": "json"}
     keras = {k: v for k, v in base.items() if k not in ("LD_PRELOAD", "MEDSIGHT_ALLOCATOR_ACTIVE")}
     keras["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    ours = dict(base)
-    library = find_allocator()
-    if library:
-        preload = [library, *filter(None, [os.environ.get("LD_PRELOAD")])]
-        ours.update(LD_PRELOAD=" ".join(preload), MEDSIGHT_ALLOCATOR_ACTIVE=library)
-    return {"medsight": ours, "keras": keras}
+    return {"medsight": fast_environment(base), "keras": keras}
 
 
 class Sides:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 CANDIDATES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libjemalloc.so.2", "libmimalloc.so")
@@ -40,17 +41,24 @@ def find_allocator() -> str | None:
     return None
 
 
-def reexec_with_fast_allocator(argv: list[str]) -> None:
-    """Replace this process by itself with the allocator preloaded (no-op if unavailable)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch starts OpenMP
-    if sys.platform != "linux" or os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE"):
-        return
+def fast_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with the fast allocator preloaded (when installed and not yet active) and
+    ``OMP_WAIT_POLICY=PASSIVE``; settings the user made are kept."""
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **environ}
     library = find_allocator()
-    if library is None or library in os.environ.get("LD_PRELOAD", ""):
+    if sys.platform != "linux" or env.get("MEDSIGHT_ALLOCATOR_ACTIVE") or library is None:
+        return env
+    if library not in env.get("LD_PRELOAD", ""):
+        env["LD_PRELOAD"] = " ".join(filter(None, [library, env.get("LD_PRELOAD")]))
+    env["MEDSIGHT_ALLOCATOR_ACTIVE"] = library
+    return env
+
+
+def reexec_with_fast_allocator(argv: list[str]) -> None:
+    """Replace this process by itself in :func:`fast_environment` (no-op if that changes
+    nothing a running process could not set itself)."""
+    env = fast_environment(os.environ)
+    if env.get("LD_PRELOAD") == os.environ.get("LD_PRELOAD"):
+        os.environ.update(env)  # OpenMP reads its setting when torch starts it, later
         return
-    env = dict(
-        os.environ,
-        MEDSIGHT_ALLOCATOR_ACTIVE=library,
-        LD_PRELOAD=" ".join(filter(None, [library, os.environ.get("LD_PRELOAD")])),
-    )
     os.execve(sys.executable, [sys.executable, "-m", "medsight", *argv], env)

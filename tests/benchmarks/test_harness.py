@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -333,6 +334,7 @@ def test_environments_preload_the_allocator_only_for_medsight() -> None:
 
     envs = environments()
     assert "LD_PRELOAD" not in envs["keras"]
+    assert envs["medsight"]["OMP_WAIT_POLICY"] == os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     library = find_allocator()
     if library:
         assert envs["medsight"]["MEDSIGHT_ALLOCATOR_ACTIVE"] == library
