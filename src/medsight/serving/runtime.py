@@ -72,6 +72,9 @@ class OnnxPredictor:
             spec = BundleSpec.model_validate(json.loads(meta_file.read_text())["bundle"])
         self.spec = spec
         options = ort.SessionOptions()
+        # idle threads sleep instead of spinning: a spinning pool takes the cores that decode
+        # the next images (measured: batch prediction 1.1-1.2x faster on 2 cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         try:
