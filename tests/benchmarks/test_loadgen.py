@@ -35,7 +35,10 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128
+
+Server(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
 
 
@@ -55,10 +58,14 @@ class Recorder(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 refuses connections when the machine is busy
+
+
 @pytest.fixture()
 def server() -> Iterator[str]:
     Recorder.uploads = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    httpd = Server(("127.0.0.1", 0), Recorder)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/predict"
