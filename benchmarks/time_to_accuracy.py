@@ -87,7 +87,7 @@ def held_out_accuracies(run: Path, snapshots: Path) -> list[dict[str, Any]]:
         rows.append(
             {
                 "epoch": snapshot["epoch"],
-                "elapsed_s": round(snapshot["elapsed_s"], 1),
+                "elapsed_s": round(snapshot["elapsed_s"], 3),
                 "accuracy": round(float(np.mean(logits.argmax(1) == labels)), 4),
             }
         )
