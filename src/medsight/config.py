@@ -64,6 +64,7 @@ class AugmentConfig(Strict):
     vflip: bool = False
     brightness: float = Field(0.0, ge=0)  # random brightness factor in [1 - b, 1 + b]
     contrast: float = Field(0.0, ge=0)  # random contrast factor in [1 - c, 1 + c]
+    blur: float = Field(0.0, ge=0)  # Gaussian blur, sigma uniform in [0, blur] pixels
     fill: Literal["nearest", "constant"] = "nearest"
 
 
@@ -83,6 +84,9 @@ class TrainConfig(Strict):
     weight_decay: float = Field(0.0, ge=0)
     schedule: Literal["none", "cosine", "onecycle"] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # keep an exponential moving average of the weights (decay per step); validation, the best
+    # checkpoint and the bundle then use the average
+    ema: float | None = Field(None, gt=0, lt=1)
     class_balance: Literal["none", "weights", "sampler"] = "none"
     precision: Literal["32", "bf16"] = "32"  # bf16: autocast on CPU (faster on AVX-512 BF16)
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"

@@ -79,8 +79,22 @@ def test_brightness_and_contrast_factors() -> None:
     torch.testing.assert_close(flat, 0.5 * x + 0.5 * x.mean())
 
 
+def test_blur_is_torchvisions_gaussian_per_image_and_identity_at_zero() -> None:
+    images = torch.cat([_image(), _image().flip(-1)]).float() / 255
+    blurred = augment_batch(
+        images, torch.cat([_params(blur=1.2), _params()]), AugmentConfig(blur=2)
+    )
+    radius = 4  # ceil(3 * 1.2): the widest sigma in the batch sets the kernel
+    reference = TF.gaussian_blur(images[0], [2 * radius + 1] * 2, [1.2, 1.2])
+    torch.testing.assert_close(blurred[0], reference)
+    torch.testing.assert_close(blurred[1], images[1])  # sigma 0: untouched
+    assert (blurred[0] - images[0]).abs().mean() > 0.05
+
+
 def test_draws_are_seeded_per_image_and_within_range() -> None:
-    aug = AugmentConfig(rotation=20, shift=0.1, zoom=0.2, shear=10, hflip=True, brightness=0.3)
+    aug = AugmentConfig(
+        rotation=20, shift=0.1, zoom=0.2, shear=10, hflip=True, brightness=0.3, blur=1.5
+    )
     params = draw(aug, list(range(400)), SIZE)
     again = draw(aug, [5, 3], SIZE)
     torch.testing.assert_close(again, params[[5, 3]])  # a function of the image's seed only
@@ -89,6 +103,7 @@ def test_draws_are_seeded_per_image_and_within_range() -> None:
     assert column["shift_x"].abs().max() == 5 and column["shift_y"].abs().max() == 4  # pixels
     assert column["scale"].min() >= 0.8 and column["scale"].max() <= 1.2
     assert 0.3 < column["hflip"].mean() < 0.7 and column["vflip"].sum() == 0
+    assert column["blur"].min() >= 0 and column["blur"].max() <= 1.5 and column["blur"].std() > 0.3
     assert column["contrast"].eq(1).all()  # not asked for: never drawn away from identity
 
 

@@ -162,3 +162,30 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(run: Pat
     best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == len(history) - 1  # 0-based: the final epoch, whatever val did
     assert best["epoch"] == int(history["val_accuracy"].idxmax())  # monitor: val_accuracy
+
+
+def test_weight_averaging_puts_the_average_in_the_bundle(
+    malaria_subset: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    out = api.train(
+        "malaria-lenet",
+        malaria_subset,
+        tmp_path / "ema",
+        epochs=2,
+        seed=0,
+        overrides=[*QUICK, "train.ema=0.9"],
+    )
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    steps = int(best["averaging_state"]["n_averaged"])
+    assert steps == best["global_step"] > 0  # updated after every optimiser step
+    bundle = load_file(out / "bundle" / "model.safetensors")
+    for name, weights in bundle.items():
+        torch.testing.assert_close(weights, best["state_dict"][f"model.{name}"])
+    moved = [
+        (best["state_dict"][k] - best["current_model_state"][k]).abs().max().item()
+        for k in best["state_dict"]
+        if best["state_dict"][k].is_floating_point()
+    ]
+    assert max(moved) > 1e-4  # the average, not the last step's weights

@@ -2,9 +2,10 @@
 
 Keras' ImageDataGenerator moves every image on its own; done per image in torchvision this cost
 about 0.9 ms per 128 px cell, more than the LeNet step itself. Here each image's random affine
-(rotation, shear, zoom, shift, mirror) becomes one row of a batched sampling grid, and brightness
-and contrast are per-image factors, so a batch of 32 costs a few milliseconds. ``padding_mode
-"border"`` repeats the edge pixel, which is exactly Keras' ``fill_mode='nearest'``.
+(rotation, shear, zoom, shift, mirror) becomes one row of a batched sampling grid, brightness and
+contrast are per-image factors and blur a per-image Gaussian, so a batch of 32 costs a few
+milliseconds. ``padding_mode "border"`` repeats the edge pixel, which is exactly Keras'
+``fill_mode='nearest'``.
 
 Each image's draws come from its own seed (see :class:`medsight.data.dataset.ArrayDataset`), so
 resumed, multi-worker and multi-process runs augment an image in an epoch the same way.
@@ -12,6 +13,7 @@ resumed, multi-worker and multi-process runs augment an image in an epoch the sa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -32,13 +34,15 @@ PARAMS = (
     "vflip",
     "brightness",
     "contrast",
+    "blur",
 )
-ANGLE, SHIFT_X, SHIFT_Y, SCALE, SHEAR, HFLIP, VFLIP, BRIGHTNESS, CONTRAST = range(len(PARAMS))
+ANGLE, SHIFT_X, SHIFT_Y, SCALE, SHEAR, HFLIP, VFLIP, BRIGHTNESS, CONTRAST, BLUR = range(len(PARAMS))
 
 
 def draw(aug: AugmentConfig, seeds: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
     """Per-image parameters (the :data:`PARAMS` columns), one row per seed; shifts in pixels,
-    angles in degrees, flips 0 or 1, brightness and contrast as factors."""
+    angles in degrees, flips 0 or 1, brightness and contrast as factors, blur as a Gaussian sigma
+    in pixels."""
     height, width = size
     rows = []
     for seed in seeds:
@@ -55,6 +59,7 @@ def draw(aug: AugmentConfig, seeds: Sequence[int], size: tuple[int, int]) -> tor
                 float(aug.vflip and u[VFLIP] > 0),
                 1 + aug.brightness * u[BRIGHTNESS],
                 1 + aug.contrast * u[CONTRAST],
+                aug.blur * (1 + u[BLUR]) / 2,
             ]
         )
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, len(PARAMS))
@@ -96,7 +101,24 @@ def augment_batch(images: torch.Tensor, params: torch.Tensor, aug: AugmentConfig
         mean = gray.mean((1, 2, 3), keepdim=True)
         factor = params[:, CONTRAST, None, None, None].float()
         x = (factor * x + (1 - factor) * mean).clamp(0, 1)
+    if aug.blur:
+        x = gaussian_blur(x, params[:, BLUR])
     return x
+
+
+def gaussian_blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Blur each image with its own Gaussian sigma (pixels; 0 leaves it unchanged): two grouped
+    1-D convolutions for the whole batch, edges reflected."""
+    n, channels, height, width = x.shape
+    radius = max(1, math.ceil(3 * float(sigmas.max())))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    spread = sigmas.clamp_min(1e-6)[:, None]
+    kernels = torch.exp(-0.5 * (offsets[None, :] / spread) ** 2)
+    kernels = (kernels / kernels.sum(1, keepdim=True)).float().repeat_interleave(channels, 0)
+    y = F.pad(x.reshape(1, n * channels, height, width), (radius,) * 4, mode="reflect")
+    y = F.conv2d(y, kernels[:, None, None, :], groups=n * channels)
+    y = F.conv2d(y, kernels[:, None, :, None], groups=n * channels)
+    return y.reshape(n, channels, height, width)
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:

@@ -160,6 +160,8 @@ def fit_prepared(
     callbacks: list[L.Callback] = [checkpoint, last, HistoryAndProgress(out / "history.csv")]
     if tcfg.freeze_epochs:
         callbacks.append(FreezeSchedule(tcfg.freeze_epochs, tcfg.unfreeze))
+    if tcfg.ema:
+        callbacks.append(L.pytorch.callbacks.EMAWeightAveraging(decay=tcfg.ema))
     if tcfg.early_stopping:
         callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
