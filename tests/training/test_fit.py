@@ -12,6 +12,7 @@ import torch
 
 from medsight import api
 from medsight.errors import MedsightError
+from medsight.evaluation.thresholds import choose_threshold
 from medsight.serving.bundle import load_bundle
 
 # Small and fast; inputs centred so that 480 training images escape the initial plateau for
@@ -31,6 +32,7 @@ RUN_FILES = [
     "skipped.csv",
     "metrics.json",
     "history.csv",
+    "val_predictions.csv",
     "report.html",
     "plots/curves.png",
     "plots/confusion_matrix.png",
@@ -99,6 +101,18 @@ def test_bundle_carries_preprocessing_and_classes(run: Path) -> None:
     assert spec.image_size == (64, 64) and spec.channels == 3
     assert spec.class_names == ["Parasitized", "Uninfected"]
     assert spec.positive_class == "Parasitized" and spec.recipe == "malaria-lenet"
+
+
+def test_val_predictions_are_what_the_threshold_was_chosen_on(run: Path) -> None:
+    splits = pd.read_csv(run / "splits.csv")
+    val = pd.read_csv(run / "val_predictions.csv")
+    assert sorted(val["path"]) == sorted(splits.loc[splits["split"] == "val", "path"])
+    spec = load_bundle(run / "bundle").spec
+    threshold, _ = choose_threshold(
+        val["label"] == spec.positive_class, val["probability"].to_numpy(), "youden"
+    )
+    assert spec.threshold_rule.startswith("youden")
+    assert threshold == pytest.approx(spec.threshold, abs=1e-6)
 
 
 def test_evaluate_on_unseen_patients(run: Path, tmp_path: Path) -> None:

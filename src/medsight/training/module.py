@@ -52,6 +52,20 @@ def lr_factor(cfg: TrainConfig, steps_per_epoch: int):
     return factor
 
 
+def mixup(
+    images: torch.Tensor, labels: torch.Tensor, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018): every image blended with a partner from the same batch.
+
+    Returns the blended images, the partners' labels and the weight of the original, drawn from
+    Beta(alpha, alpha) with the global RNG (seeded per step, so a resumed run draws the same).
+    The loss is blended with the same weight.
+    """
+    weight = float(torch.distributions.Beta(alpha, alpha).sample())
+    partner = torch.randperm(len(labels))
+    return weight * images + (1 - weight) * images[partner], labels[partner], weight
+
+
 class Classifier(L.LightningModule):
     """Cross-entropy on logits (the tutorials' binary cross-entropy on a softmax is not used)."""
 
@@ -86,7 +100,24 @@ class Classifier(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        if self.cfg.mixup > 0:
+            return self._mixup_step(batch)
         return self._step(batch, "train")
+
+    def _mixup_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        images, labels = batch
+        mixed, partner_labels, weight = mixup(images, labels, self.cfg.mixup)
+        logits = self.model(mixed.contiguous(memory_format=torch.channels_last))
+        loss = weight * self.loss(logits, labels) + (1 - weight) * self.loss(logits, partner_labels)
+        self.log(  # no train accuracy: a blended image has no single label
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(labels),
+            sync_dist=self.trainer.world_size > 1,
+        )
+        return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")

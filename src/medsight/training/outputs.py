@@ -64,10 +64,12 @@ def write_run_outputs(
     held_out = "test" if "test" in results else "val"
     held = split == held_out
     probs = softmax(logits[held_out], spec.temperature)
-    frame = data.table.frame[held]
-    atomic_write_text(
-        out / "predictions.csv", predictions_frame(frame, probs, spec).to_csv(index=False)
-    )
+    for name, values in logits.items():  # val's: what the threshold and temperature were fit on
+        file = "predictions.csv" if name == held_out else f"{name}_predictions.csv"
+        table = predictions_frame(
+            data.table.frame[split == name], softmax(values, spec.temperature), spec
+        )
+        atomic_write_text(out / file, table.to_csv(index=False))
     metrics = {
         **results[held_out],
         "split": held_out,
