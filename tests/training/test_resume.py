@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from safetensors.torch import load_file
 
 ARGS = [
@@ -51,14 +52,20 @@ def _rows(history: Path) -> int:
         return 0
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["train.ema=0.9", "train.mixup=0.4"]],
+    ids=["plain", "weight-averaging-and-mixup"],
+)
 def test_resume_after_sigkill_matches_uninterrupted_run(
-    malaria_subset: Path, tmp_path: Path
+    malaria_subset: Path, tmp_path: Path, extra: list[str]
 ) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    first = _medsight(*ARGS, "--data", str(malaria_subset), "--out", str(whole))
+    args = [*ARGS, *extra]
+    first = _medsight(*args, "--data", str(malaria_subset), "--out", str(whole))
     assert first.wait(timeout=300) == 0, first.stdout.read()
 
-    victim = _medsight(*ARGS, "--data", str(malaria_subset), "--out", str(killed))
+    victim = _medsight(*args, "--data", str(malaria_subset), "--out", str(killed))
     deadline = time.monotonic() + 240
     while _rows(killed / "history.csv") < 1 and victim.poll() is None:
         assert time.monotonic() < deadline, "training did not finish epoch 1"
@@ -84,6 +91,10 @@ def test_resume_after_sigkill_matches_uninterrupted_run(
         assert history_b[column].to_numpy() == pytest.approx(
             history_a[column].to_numpy(), abs=1e-4
         ), column
+    if extra:  # the options were in force: an averaged model, blended images
+        last = torch.load(killed / "checkpoints" / "last.ckpt", map_location="cpu")
+        assert last["averaging_state"]["n_averaged"] == last["global_step"]
+        assert history_b["train_accuracy"].isna().all()
     weights_a = load_file(str(whole / "bundle" / "model.safetensors"))
     weights_b = load_file(str(killed / "bundle" / "model.safetensors"))
     for name, tensor in weights_a.items():
