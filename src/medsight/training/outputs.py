@@ -63,12 +63,14 @@ def write_run_outputs(
     }
     held_out = "test" if "test" in results else "val"
     held = split == held_out
-    probs = softmax(logits[held_out], spec.temperature)
-    for name, values in logits.items():  # val's: what the threshold and temperature were fit on
+    split_probs = {name: softmax(values, spec.temperature) for name, values in logits.items()}
+    probs = split_probs[held_out]
+    for (
+        name,
+        values,
+    ) in split_probs.items():  # val's: what the threshold and temperature were fit on
         file = "predictions.csv" if name == held_out else f"{name}_predictions.csv"
-        table = predictions_frame(
-            data.table.frame[split == name], softmax(values, spec.temperature), spec
-        )
+        table = predictions_frame(data.table.frame[split == name], values, spec)
         atomic_write_text(out / file, table.to_csv(index=False))
     metrics = {
         **results[held_out],
