@@ -65,10 +65,8 @@ def write_run_outputs(
     held = split == held_out
     split_probs = {name: softmax(values, spec.temperature) for name, values in logits.items()}
     probs = split_probs[held_out]
-    for (
-        name,
-        values,
-    ) in split_probs.items():  # val's: what the threshold and temperature were fit on
+    # val's predictions too: what the threshold and temperature were fitted on
+    for name, values in split_probs.items():
         file = "predictions.csv" if name == held_out else f"{name}_predictions.csv"
         table = predictions_frame(data.table.frame[split == name], values, spec)
         atomic_write_text(out / file, table.to_csv(index=False))
