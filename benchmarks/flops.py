@@ -61,7 +61,7 @@ def model_costs(name: str, seconds: float = 3.0) -> dict[str, Any]:
     """GFLOP per image of a training step and of a forward pass, and the model-only training
     rate, for the recipe's model at its batch size (frozen base where the recipe trains so)."""
     recipe = bench_recipe(name)
-    model, _, _ = build_model(recipe, 2)
+    model, _ = build_model(recipe, 2)
     if recipe.train.freeze_epochs:
         freeze_base(model)
     module = Classifier(model, recipe.train)

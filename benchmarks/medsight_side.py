@@ -71,9 +71,9 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
         start = time.perf_counter()
         data = prepare(recipe, tree, work, write=False)
         prepare_s = time.perf_counter() - start
-        model, mean, std = build_model(recipe, len(data.table.class_names))
+        model, pipeline = build_model(recipe, len(data.table.class_names))
         module = Classifier(model, recipe.train, _class_weights(recipe, data))
-        loader = _loaders(recipe, data, mean, std)["train"]
+        loader = _loaders(recipe, data, pipeline)["train"]
         total = steps_to_run(warmup, steps, len(loader))
         clock = StepClock()
         callbacks: list[L.Callback] = [clock]
@@ -120,7 +120,7 @@ def make_bundle(name: str, tree: Path, dest: Path) -> dict[str, Any]:
     ``medsight export`` writes it; returns the export's duration."""
     recipe = bench_recipe(name)
     classes = sorted(folder.name for folder in tree.iterdir() if folder.is_dir())
-    model, mean, std = build_model(recipe, len(classes))
+    model, pipeline = build_model(recipe, len(classes))
     spec = BundleSpec(
         model_name=recipe.model.name,
         model_kwargs=recipe.model.kwargs,
@@ -128,9 +128,10 @@ def make_bundle(name: str, tree: Path, dest: Path) -> dict[str, Any]:
         positive_class=positive_class(classes, recipe.data.positive_class),
         image_size=recipe.data.image_size,
         channels=recipe.data.channels,
-        mean=mean,
-        std=std,
+        mean=pipeline.mean,
+        std=pipeline.std,
         tta=recipe.preprocess.tta,
+        exposure=pipeline.exposure,
         recipe=recipe.name,
     )
     save_bundle(dest, model.eval(), spec)

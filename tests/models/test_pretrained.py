@@ -72,6 +72,7 @@ def test_weights_file_loads_all_but_a_mismatched_head(tmp_path: Path, suffix: st
     loaded = model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in source.items() if not k.startswith("fc."))
     assert info.image_size == (224, 224) and len(info.mean) == 3  # timm's resnet18 cfg
+    assert info.exposure is None  # a plain weights file does not say: the recipe decides
 
 
 def test_lightning_checkpoint_prefix_is_stripped(tmp_path: Path) -> None:
@@ -132,7 +133,7 @@ def test_imagenet_for_a_tutorial_network_is_a_config_error() -> None:
         load_pretrained(create_model("malaria_lenet", 2), "malaria_lenet", "imagenet")
 
 
-def _bundle(folder: Path, classes: list[str]) -> dict[str, torch.Tensor]:
+def _bundle(folder: Path, classes: list[str], exposure: str = "none") -> dict[str, torch.Tensor]:
     torch.manual_seed(1)
     model = create_model("malaria_lenet", len(classes), 3, (64, 64))
     spec = BundleSpec(
@@ -142,18 +143,20 @@ def _bundle(folder: Path, classes: list[str]) -> dict[str, torch.Tensor]:
         channels=3,
         mean=(0.1, 0.2, 0.3),
         std=(0.4, 0.5, 0.6),
+        exposure=exposure,
     )
     save_bundle(folder, model, spec)
     return model.state_dict()
 
 
 def test_bundle_transfers_all_but_the_head_to_new_classes(tmp_path: Path) -> None:
-    source = _bundle(tmp_path / "bundle", ["a", "b"])
+    source = _bundle(tmp_path / "bundle", ["a", "b"], exposure="equalize")
     torch.manual_seed(2)
     model = create_model("malaria_lenet", 3, 3, (64, 64))
     info = load_pretrained(model, "malaria_lenet", str(tmp_path))  # run dir holding bundle/
     assert info.skipped == ("classifier.4.weight", "classifier.4.bias")
     assert (info.image_size, info.mean, info.std) == ((64, 64), (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    assert info.exposure == "equalize"
     loaded = model.state_dict()
     assert all(
         torch.equal(loaded[k], source[k]) for k in source if not k.startswith("classifier.4")

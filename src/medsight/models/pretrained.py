@@ -56,6 +56,7 @@ class PretrainedInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     interpolation: str
+    exposure: str | None = None  # a bundle's grey-level handling; None: the weights do not say
     skipped: tuple[str, ...] = ()
     unused: tuple[str, ...] = ()
 
@@ -68,11 +69,12 @@ def load_pretrained(model: nn.Module, model_name: str, source: str) -> Pretraine
     """
     arch = getattr(model, "base_arch", model_name)
     path = Path(source).expanduser()
+    exposure = None
     if source == "imagenet":
         state, origin = _imagenet_state(model, arch)
         preprocess = _timm_preprocess(arch)
     elif path.is_dir():
-        state, origin, preprocess = _bundle_state(path, model_name)
+        state, origin, preprocess, exposure = _bundle_state(path, model_name)
     elif path.is_file():
         state, origin = _file_state(path, model), f"file {path}"
         preprocess = _timm_preprocess(arch)
@@ -93,6 +95,7 @@ def load_pretrained(model: nn.Module, model_name: str, source: str) -> Pretraine
         mean=_per_channel(mean, channels),
         std=_per_channel(std, channels),
         interpolation=interpolation,
+        exposure=exposure,
         skipped=skipped,
         unused=unused,
     )
@@ -231,7 +234,7 @@ def _strip_wrapper(state: State, model: nn.Module) -> State:
     return state
 
 
-def _bundle_state(folder: Path, model_name: str) -> tuple[State, str, tuple]:
+def _bundle_state(folder: Path, model_name: str) -> tuple[State, str, tuple, str]:
     from medsight.serving.bundle import read_bundle
 
     spec, state, folder = read_bundle(folder)
@@ -241,7 +244,7 @@ def _bundle_state(folder: Path, model_name: str) -> tuple[State, str, tuple]:
             f"set model.name={spec.model_name} to start from it"
         )
     preprocess = (tuple(spec.image_size), spec.mean, spec.std, "bilinear")
-    return state, f"bundle {folder}", preprocess
+    return state, f"bundle {folder}", preprocess, spec.exposure
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,29 +57,47 @@ def num_nodes(devices: int) -> int:
     return 1
 
 
-def build_model(
-    recipe: Recipe, num_classes: int
-) -> tuple[torch.nn.Module, tuple[float, ...], tuple[float, ...]]:
-    """The recipe's model, with its pretrained weights, and the mean/std that go with them."""
-    cfg = recipe.data
+@dataclass(frozen=True)
+class InputPipeline:
+    """How uint8 pixels become the model's input: what the starting weights expect, else the
+    recipe's choice. It goes into the bundle, so serving prepares images the same way."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    exposure: str
+
+
+def build_model(recipe: Recipe, num_classes: int) -> tuple[torch.nn.Module, InputPipeline]:
+    """The recipe's model, with its pretrained weights, and the input pipeline that goes with
+    them."""
+    cfg, pre = recipe.data, recipe.preprocess
     model = create_model(
         recipe.model.name, num_classes, cfg.channels, cfg.image_size, **recipe.model.kwargs
     )
-    mean, std = recipe.preprocess.mean, recipe.preprocess.std
+    pipeline = InputPipeline(tuple(pre.mean), tuple(pre.std), pre.exposure)
     if recipe.model.pretrained:
         from medsight.models.pretrained import load_pretrained
 
         info = load_pretrained(model, recipe.model.name, recipe.model.pretrained)
-        mean, std = info.mean, info.std  # the weights' own normalisation
-    return model, tuple(mean), tuple(std)
+        exposure = info.exposure or pre.exposure
+        if exposure != pre.exposure:
+            log.warning(
+                "model.pretrained=%s was trained with preprocess.exposure=%s: fine-tuning "
+                "with the same (the recipe says %s)",
+                recipe.model.pretrained,
+                exposure,
+                pre.exposure,
+            )
+        pipeline = InputPipeline(info.mean, info.std, exposure)  # the weights' own
+    return model, pipeline
 
 
-def _loaders(recipe: Recipe, data: Prepared, mean, std) -> dict[str, DataLoader]:
+def _loaders(recipe: Recipe, data: Prepared, pipeline: InputPipeline) -> dict[str, DataLoader]:
     cfg, tcfg = recipe.data, recipe.train
     labels, split = data.table.labels, data.split
-    exposure = recipe.preprocess.exposure
-    augment = BatchTransform(cfg.channels, mean, std, exposure, recipe.augment)
-    normalize = BatchTransform(cfg.channels, mean, std, exposure)
+    inputs = (cfg.channels, pipeline.mean, pipeline.std, pipeline.exposure)
+    augment = BatchTransform(*inputs, recipe.augment)
+    normalize = BatchTransform(*inputs)
     workers = {"num_workers": tcfg.num_workers, "persistent_workers": tcfg.num_workers > 0}
     is_train = split == "train"
     sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
@@ -143,7 +162,7 @@ def fit_prepared(
 ) -> Path:
     """Fit on prepared data and write the run outputs (rank 0 only)."""
     tcfg = recipe.train
-    model, mean, std = build_model(recipe, len(data.table.class_names))
+    model, pipeline = build_model(recipe, len(data.table.class_names))
     module = Classifier(model, tcfg, _class_weights(recipe, data))
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints",
@@ -184,7 +203,7 @@ def fit_prepared(
         callbacks=callbacks,
         default_root_dir=out,
     )
-    loaders = _loaders(recipe, data, mean, std)
+    loaders = _loaders(recipe, data, pipeline)
     started = time.monotonic()
     trainer.fit(
         module,
@@ -204,10 +223,10 @@ def fit_prepared(
         positive_class=data.positive_class,
         image_size=cfg.image_size,
         channels=cfg.channels,
-        mean=mean,
-        std=std,
+        mean=pipeline.mean,
+        std=pipeline.std,
         tta=recipe.preprocess.tta,
-        exposure=recipe.preprocess.exposure,
+        exposure=pipeline.exposure,
         recipe=recipe.name,
     )
     facts = {
