@@ -3,11 +3,11 @@ reaches a target, on a first run (empty decoded-image cache).
 
 The run's own checkpoints cannot give every epoch: Lightning 2.6 rewrites ``last.ckpt`` only in
 epochs where ``best.ckpt`` improves. So the ``medsight train`` command runs unchanged except for
-one addition (``python -m benchmarks.time_to_accuracy train ...``): after each epoch (its
-validation included) the model's weights are saved with the wall time since the command was
-launched. Afterwards each epoch is scored on the run's ``test`` split (patients never used for
-training or model selection; for Kermany, its 624-image test split) at the argmax decision, and
-the first epoch at or above the target gives the time. The run's own final figure (its bundle,
+one addition (``python -m benchmarks.time_to_accuracy train ...``): after each epoch's
+validation the weights it scored (the running average with ``train.ema``) are saved with the
+wall time since the command was launched. Afterwards each epoch is scored on the run's ``test``
+split (patients never used for training or model selection; for Kermany, its 624-image test
+split) at the argmax decision, and the first epoch at or above the target gives the time. The run's own final figure (its bundle,
 at the threshold chosen on validation) is reported beside it.
 """
 
@@ -39,11 +39,17 @@ START_ENV, SNAPSHOTS_ENV = "MEDSIGHT_BENCH_START", "MEDSIGHT_BENCH_SNAPSHOTS"
 
 
 class EpochSnapshots(HistoryAndProgress):
-    """medsight's history callback, plus the weights and wall time after every epoch."""
+    """medsight's history callback, plus the weights and wall time after every epoch.
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if trainer.is_global_zero:
+    The snapshot is taken at the end of validation, while the weights validation scored are in
+    place: with ``train.ema`` those are the running average, which Lightning's
+    ``EMAWeightAveraging`` swaps in for validation and back out in its own
+    ``on_validation_epoch_end``, called after this one (callbacks run in list order, and the
+    history callback comes first in :func:`medsight.training.fit.fit_prepared`)."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        super().on_validation_epoch_end(trainer, pl_module)
+        if trainer.is_global_zero and not trainer.sanity_checking:
             epoch = trainer.current_epoch + 1
             snapshot = {
                 "epoch": epoch,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from benchmarks.run import environments
 from benchmarks.time_to_accuracy import first_reaching, held_out_accuracies, train_with_snapshots
 
@@ -34,3 +36,22 @@ def test_every_epoch_is_snapshotted_and_scored(malaria_subset: Path, tmp_path: P
     assert all(0 <= e["accuracy"] <= 1 for e in epochs)
     # the command ran unchanged otherwise: a complete run directory
     assert (run / "bundle" / "bundle.json").is_file() and (run / "metrics.json").is_file()
+
+
+def test_with_weight_averaging_the_averaged_weights_are_snapshotted(
+    malaria_subset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--recipe", "malaria-lenet", "--data", str(malaria_subset)]
+    argv += ["--out", str(run), "--epochs", "2", "data.limit=80", "data.image_size=[32,32]"]
+    argv += ["train.num_workers=0", "train.ema=0.5"]
+    env = {**environments()["medsight"], "MEDSIGHT_CACHE": "off", "MEDSIGHT_BOOTSTRAP": "20"}
+    snapshots = tmp_path / "epochs"
+    train_with_snapshots(argv, snapshots, env, tmp_path / "train.log")
+    snapshot = torch.load(snapshots / "epoch-002.pt", weights_only=True)["state_dict"]
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    averaged = {k.removeprefix("model."): v for k, v in last["state_dict"].items()}
+    raw = {k.removeprefix("model."): v for k, v in last["current_model_state"].items()}
+    assert snapshot.keys() == averaged.keys()
+    assert all(torch.equal(snapshot[k], averaged[k]) for k in snapshot)
+    assert not all(torch.equal(snapshot[k], raw[k]) for k in snapshot)  # not the raw weights
