@@ -7,8 +7,8 @@ one addition (``python -m benchmarks.time_to_accuracy train ...``): after each e
 validation the weights it scored (the running average with ``train.ema``) are saved with the
 wall time since the command was launched. Afterwards each epoch is scored on the run's ``test``
 split (patients never used for training or model selection; for Kermany, its 624-image test
-split) at the argmax decision, and the first epoch at or above the target gives the time. The run's own final figure (its bundle,
-at the threshold chosen on validation) is reported beside it.
+split) at the argmax decision, and the first epoch at or above the target gives the time. The
+run's own final figure (its bundle, at the threshold chosen on validation) is reported beside it.
 """
 
 from __future__ import annotations
