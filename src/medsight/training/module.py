@@ -84,20 +84,20 @@ class Classifier(L.LightningModule):
         logits = self.model(images.contiguous(memory_format=torch.channels_last))
         loss = self.loss(logits, labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
-        size = len(labels)
-        sync = self.trainer.world_size > 1
+        self._log_epoch_mean(f"{stage}_loss", loss, len(labels))
+        self._log_epoch_mean(f"{stage}_accuracy", accuracy, len(labels))
+        return loss
+
+    def _log_epoch_mean(self, name: str, value: torch.Tensor, batch_size: int) -> None:
+        """Log ``value`` as its epoch mean over all batches (and all processes under DDP)."""
         self.log(
-            f"{stage}_loss", loss, on_step=False, on_epoch=True, batch_size=size, sync_dist=sync
-        )
-        self.log(
-            f"{stage}_accuracy",
-            accuracy,
+            name,
+            value,
             on_step=False,
             on_epoch=True,
-            batch_size=size,
-            sync_dist=sync,
+            batch_size=batch_size,
+            sync_dist=self.trainer.world_size > 1,
         )
-        return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if self.cfg.mixup > 0:
@@ -109,14 +109,8 @@ class Classifier(L.LightningModule):
         mixed, partner_labels, weight = mixup(images, labels, self.cfg.mixup)
         logits = self.model(mixed.contiguous(memory_format=torch.channels_last))
         loss = weight * self.loss(logits, labels) + (1 - weight) * self.loss(logits, partner_labels)
-        self.log(  # no train accuracy: a blended image has no single label
-            "train_loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(labels),
-            sync_dist=self.trainer.world_size > 1,
-        )
+        # no train accuracy: a blended image has no single label
+        self._log_epoch_mean("train_loss", loss, len(labels))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
