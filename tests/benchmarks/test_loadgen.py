@@ -50,7 +50,9 @@ class Recorder(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Recorder.uploads.append(body)
-        ok = b'name="file"' in body and b"bad" not in body
+        # the file's bytes follow the part's blank line; the random boundary is hex and may
+        # itself contain "bad", so the bare substring is not enough
+        ok = b'name="file"' in body and b"\r\n\r\nbad" not in body
         self.send_response(200 if ok else 500)
         self.end_headers()
 
