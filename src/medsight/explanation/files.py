@@ -59,7 +59,8 @@ def explain_files(
     and ``explanations.csv`` into ``out_dir``.
 
     The model sees each image as predict does (resized to the bundle's input); the heat-map
-    is then upsampled onto the original image, so overlays have the file's own size. Returns
+    is then upsampled onto the original image, so overlays have the file's own size (for a
+    bundle that crops to the lungs, the overlay shows the crop the model saw). Returns
     the CSV's rows (path, prediction, probability, target, method, layer, faithfulness,
     overlay) and the unreadable files as ``(path, reason)``, which are skipped, not fatal.
     """
@@ -82,7 +83,9 @@ def explain_files(
             probs = bundle.predict_proba(pixels[None])
             found = explain(bundle, pixels, target, method, layer)
             name = _unique(f"{Path(path).stem}_{method}", used)
-            atomic_write_bytes(out / name, _png(overlay_image(original, found.heatmap)))
+            # a lung-cropping bundle saw only the crop: its heat-map belongs on that
+            overlay = found.overlay if bundle.lung_crop else overlay_image(original, found.heatmap)
+            atomic_write_bytes(out / name, _png(overlay))
             rows.append(
                 {
                     "path": path,

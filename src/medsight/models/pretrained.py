@@ -159,6 +159,20 @@ def _imagenet_state(model: nn.Module, arch: str) -> tuple[State, str]:
     return reference.state_dict(), f"ImageNet (timm {cfg.hf_hub_id or cfg.url or cfg.file})"
 
 
+def encoder_imagenet_state(encoder: nn.Module, name: str) -> str:
+    """Start a segmentation_models_pytorch timm encoder (``tu-ARCH``) from ImageNet weights;
+    returns where they came from. Its ``model`` is timm's features-only network, so the
+    classifier's weights fit it without their head."""
+    import timm
+
+    arch = name.removeprefix("tu-")
+    state, origin = _imagenet_state(timm.create_model(arch), arch)
+    missing, _ = encoder.model.load_state_dict(state, strict=False)
+    if missing:
+        raise ConfigError(f"ImageNet weights of {arch} do not fit the encoder: {missing[:3]}")
+    return origin
+
+
 def _lukemelas_to_timm(state: State, stage_lengths: list[int]) -> State:
     """Rename lukemelas EfficientNet keys to timm's (GUIDE § 3)."""
     top = {

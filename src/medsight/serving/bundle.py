@@ -23,6 +23,8 @@ from safetensors.torch import load_file, save_file
 from medsight.data.transforms import eval_transform
 from medsight.errors import MedsightError
 from medsight.fsutil import atomic_dir
+from medsight.models.lungs import WEIGHTS_FILE as LUNG_WEIGHTS
+from medsight.models.lungs import LungCrop, LungSpec, lung_crop_from
 from medsight.models.zoo import create_model
 
 FORMAT_VERSION = 1
@@ -45,6 +47,8 @@ class BundleSpec(BaseModel):
     temperature: float = 1.0  # temperature scaling: calibrated = softmax(logits / temperature)
     tta: bool = False  # average the logits of the image and its horizontal mirror
     exposure: str = "none"  # "equalize": histogram-equalise each image before normalising
+    # crop each image to its lung field first (the lung U-Net's weights: lungs.safetensors)
+    lung_crop: LungSpec | None = None
     recipe: str | None = None
     metrics: dict[str, Any] = {}
     created: str = ""
@@ -61,12 +65,22 @@ class Bundle:
 
     model: torch.nn.Module
     spec: BundleSpec
+    lung_crop: LungCrop | None = None
+
+    def framed(self, pixels: np.ndarray) -> torch.Tensor:
+        """(N, H, W, C) uint8 images resized to the spec -> the uint8 pixels the model sees
+        (cropped to the lung field when the bundle crops)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.lung_crop is None:
+            return tensor
+        with torch.no_grad():
+            return self.lung_crop(tensor)
 
     def to_input(self, pixels: np.ndarray) -> torch.Tensor:
         """(N, H, W, C) uint8 images already resized to the spec -> the normalised model input."""
         spec = self.spec
         transform = eval_transform(spec.channels, spec.mean, spec.std, spec.exposure)
-        return transform(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2))
+        return transform(self.framed(pixels).permute(0, 3, 1, 2))
 
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -96,7 +110,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def save_bundle(
-    folder: Path, model: torch.nn.Module, spec: BundleSpec, card: str | None = None
+    folder: Path,
+    model: torch.nn.Module,
+    spec: BundleSpec,
+    card: str | None = None,
+    lung_crop: LungCrop | None = None,
 ) -> Path:
     """Write a bundle (and its model card) atomically: a kill never leaves a half-written one."""
     from medsight import __version__
@@ -110,6 +128,8 @@ def save_bundle(
     with atomic_dir(folder) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
+        if lung_crop is not None:
+            save_file(lung_crop.weights(), str(tmp / LUNG_WEIGHTS))
         (tmp / "bundle.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
         if card:
             (tmp / "model_card.md").write_text(card)
@@ -142,7 +162,7 @@ def read_bundle(folder: str | Path) -> tuple[BundleSpec, dict[str, torch.Tensor]
 
 def load_bundle(folder: str | Path) -> Bundle:
     """Load a bundle folder (or the run directory that holds ``bundle/``), ready to predict."""
-    spec, state, _ = read_bundle(folder)
+    spec, state, folder = read_bundle(folder)
     model = create_model(
         spec.model_name,
         num_classes=len(spec.class_names),
@@ -151,4 +171,11 @@ def load_bundle(folder: str | Path) -> Bundle:
         **spec.model_kwargs,
     )
     model.load_state_dict(state)
-    return Bundle(model.eval(), spec)
+    lung_crop = None
+    if spec.lung_crop is not None:
+        if not (folder / LUNG_WEIGHTS).is_file():
+            raise MedsightError(
+                f"{folder}: the bundle crops to the lungs but {LUNG_WEIGHTS} is missing"
+            )
+        lung_crop = lung_crop_from(spec.lung_crop, load_file(str(folder / LUNG_WEIGHTS)))
+    return Bundle(model.eval(), spec, lung_crop)

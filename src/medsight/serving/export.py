@@ -53,18 +53,21 @@ def int8_path(onnx_path: Path) -> Path:
 
 
 class _PixelsToLogits(nn.Module):
-    """uint8 NHWC pixels -> (equalised) normalised NCHW -> logits (averaged with the mirror
-    image's)."""
+    """uint8 NHWC pixels -> (lung-cropped, equalised) normalised NCHW -> logits (averaged with
+    the mirror image's)."""
 
-    def __init__(self, model: nn.Module, spec: BundleSpec):
+    def __init__(self, model: nn.Module, spec: BundleSpec, lung_crop: nn.Module | None = None):
         super().__init__()
         self.model, self.tta, self.equalize = model, spec.tta, spec.exposure == "equalize"
+        self.lung_crop = lung_crop
         mean = list(spec.mean) * spec.channels if len(spec.mean) == 1 else list(spec.mean)
         std = list(spec.std) * spec.channels if len(spec.std) == 1 else list(spec.std)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.lung_crop is not None:
+            pixels = self.lung_crop(pixels)
         x = pixels.permute(0, 3, 1, 2)
         if self.equalize:
             x = equalize(x)
@@ -240,7 +243,7 @@ def export_onnx(
     spec = bundle.spec
     target = Path(out) if out else folder / ONNX_NAME
     pixels, labels, source = _check_pixels(spec, check_images)
-    wrapper = _PixelsToLogits(bundle.model, spec).eval()
+    wrapper = _PixelsToLogits(bundle.model, spec, bundle.lung_crop).eval()
     example = torch.from_numpy(pixels[np.arange(2) % len(pixels)])  # batch 2: not specialised to 1
     tmp = _temp_beside(target)
     try:

@@ -21,7 +21,8 @@ from medsight.errors import ConfigError
 from medsight.evaluation.metrics import classification_metrics
 from medsight.fsutil import atomic_write_text
 from medsight.training.fit import fit_prepared
-from medsight.training.prepare import hashed_table, prepare, prepare_run_dir
+from medsight.training.lungs import lungs_for_run
+from medsight.training.prepare import crop_to_lungs, hashed_table, prepare, prepare_run_dir
 
 
 def cross_validate(
@@ -45,6 +46,11 @@ def cross_validate(
         table = ImageTable(
             table.frame.assign(split=None), table.class_names, table.source, table.skipped
         )  # k-fold replaces any given split
+    lung_crop = recipe.preprocess.lung_crop
+    if lung_crop is not None and lung_crop.model is None:  # one lung model for every fold
+        lungs_for_run(lung_crop, data, out, recipe.train.seed, reuse=not is_zero)
+        recipe = recipe.model_copy(deep=True)
+        recipe.preprocess.lung_crop.model = str(out / "lungs")
     fold_of = assign_folds(table, folds, recipe.train.seed, by=recipe.data.split_by)
     predictions = []
     for k in range(folds):
@@ -55,6 +61,7 @@ def cross_validate(
             prepare_run_dir(run, overwrite)
             save_recipe(recipe, run / "config.yaml")
         prepared = prepare(recipe, data, run, write=is_zero, table=fold_table)
+        prepared = crop_to_lungs(recipe, prepared, data, run, reuse=not is_zero)
         fit_prepared(recipe, prepared, run, devices)
         if is_zero:
             predictions.append(pd.read_csv(run / "predictions.csv").assign(fold=k))

@@ -32,7 +32,13 @@ from medsight.models.zoo import create_model
 from medsight.serving.bundle import BundleSpec
 from medsight.training.module import Classifier, FreezeSchedule, HistoryAndProgress
 from medsight.training.outputs import write_run_outputs
-from medsight.training.prepare import Prepared, prepare, prepare_run_dir, reload_prepared
+from medsight.training.prepare import (
+    Prepared,
+    crop_to_lungs,
+    prepare,
+    prepare_run_dir,
+    reload_prepared,
+)
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU/tips chatter
@@ -139,6 +145,7 @@ def train(
         save_recipe(recipe, out / "config.yaml")
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
     prepared = prepare(recipe, data, out, write=is_zero)
+    prepared = crop_to_lungs(recipe, prepared, data, out, reuse=not is_zero)
     return fit_prepared(recipe, prepared, out, devices)
 
 
@@ -154,7 +161,8 @@ def resume(out: str | Path, devices: int = 1) -> Path:
             )
     recipe = load_recipe(str(out / "config.yaml"))
     L.seed_everything(recipe.train.seed, workers=True, verbose=False)
-    return fit_prepared(recipe, reload_prepared(recipe, out), out, devices, resume=True)
+    prepared = crop_to_lungs(recipe, reload_prepared(recipe, out), "", out, reuse=True)
+    return fit_prepared(recipe, prepared, out, devices, resume=True)
 
 
 def fit_prepared(
@@ -227,6 +235,7 @@ def fit_prepared(
         std=pipeline.std,
         tta=recipe.preprocess.tta,
         exposure=pipeline.exposure,
+        lung_crop=data.lungs.spec if data.lungs else None,
         recipe=recipe.name,
     )
     facts = {

@@ -36,7 +36,7 @@ def write_run_outputs(
     facts: dict[str, Any],
 ) -> dict[str, Any]:
     """Calibrate on val, evaluate val and test, then write metrics, plots, bundle, report."""
-    bundle = Bundle(model.eval(), spec)
+    bundle = Bundle(model.eval(), spec)  # no lung crop here: data.pixels are already cropped
     labels, split = data.table.labels, data.split
     patients = data.table.frame["patient"].to_numpy()
     logits = {
@@ -101,6 +101,6 @@ def write_run_outputs(
     spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})
     card = model_card(spec, metrics, recipe)
     atomic_write_text(out / "model_card.md", card)
-    save_bundle(out / "bundle", model, spec, card)
+    save_bundle(out / "bundle", model, spec, card, lung_crop=data.lungs)
     write_report(out)
     return metrics

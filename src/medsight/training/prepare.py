@@ -7,7 +7,7 @@ run prepares identical data without talking to the others.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from medsight.data.io import content_sha256
 from medsight.data.sources import ImageTable, load_table
 from medsight.data.splits import assign_splits, check_leakage
 from medsight.errors import ConfigError, DataError, MedsightError
+from medsight.models.lungs import LungCrop
 from medsight.progress import progress
 
 NEGATIVE_NAMES = {"normal", "uninfected", "healthy", "negative", "no finding", "benign", "0"}
@@ -34,6 +35,7 @@ class Prepared:
     positive_class: str | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     split_warning: str | None = None
+    lungs: LungCrop | None = None  # pixels already cropped by it (preprocess.lung_crop)
 
     @property
     def split(self) -> np.ndarray:
@@ -169,6 +171,20 @@ def prepare(
         }
         (out / "run.json").write_text(json.dumps(facts, indent=2))
     return prepared
+
+
+def crop_to_lungs(
+    recipe: Recipe, prepared: Prepared, data: str | Path, out: Path, reuse: bool
+) -> Prepared:
+    """Crop the decoded images to their lung fields when the recipe asks for it
+    (``preprocess.lung_crop``; ``reuse``: take the lung model saved in ``out``)."""
+    cfg = recipe.preprocess.lung_crop
+    if cfg is None:
+        return prepared
+    from medsight.training.lungs import lungs_for_run
+
+    lungs = lungs_for_run(cfg, data, out, recipe.train.seed, reuse)
+    return replace(prepared, pixels=lungs.crop_array(prepared.pixels), lungs=lungs)
 
 
 def reload_prepared(recipe: Recipe, out: Path) -> Prepared:
