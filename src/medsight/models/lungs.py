@@ -61,7 +61,9 @@ def segmenter_input(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class LungCrop(nn.Module):
-    """uint8 NHWC pixels -> the same pixels cropped to the lung field and resized back."""
+    """uint8 NHWC pixels -> the same pixels cropped to the lung field and resized back, as
+    float grey levels in [0, 255]. Not rounded: rounding to whole levels would turn the last-bit
+    differences between PyTorch and an ONNX runtime into whole grey levels."""
 
     def __init__(self, segmenter: nn.Module, spec: LungSpec):
         super().__init__()
@@ -78,7 +80,7 @@ class LungCrop(nn.Module):
         with Progress(len(pixels), "lung crop", "img") as bar:
             for start in range(0, len(pixels), batch_size):
                 batch = torch.from_numpy(pixels[start : start + batch_size])
-                out[start : start + batch_size] = self(batch).numpy()
+                out[start : start + batch_size] = self.crop_uint8(batch).numpy()
                 bar.update(len(batch))
         return out
 
@@ -115,7 +117,12 @@ class LungCrop(nn.Module):
         )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return (out * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        return (out * 255.0).clamp(0, 255).permute(0, 2, 3, 1)
+
+    @torch.inference_mode()
+    def crop_uint8(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The crop rounded to uint8 pixels (for storage and for display)."""
+        return self(pixels).round().to(torch.uint8)
 
 
 def save_lungs(folder: Path, crop: LungCrop) -> Path:

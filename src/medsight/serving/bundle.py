@@ -69,18 +69,21 @@ class Bundle:
 
     def framed(self, pixels: np.ndarray) -> torch.Tensor:
         """(N, H, W, C) uint8 images resized to the spec -> the uint8 pixels the model sees
-        (cropped to the lung field when the bundle crops)."""
+        (cropped to the lung field when the bundle crops), for display."""
         tensor = torch.from_numpy(np.ascontiguousarray(pixels))
-        if self.lung_crop is None:
-            return tensor
-        with torch.no_grad():
-            return self.lung_crop(tensor)
+        return tensor if self.lung_crop is None else self.lung_crop.crop_uint8(tensor)
 
     def to_input(self, pixels: np.ndarray) -> torch.Tensor:
         """(N, H, W, C) uint8 images already resized to the spec -> the normalised model input."""
         spec = self.spec
         transform = eval_transform(spec.channels, spec.mean, spec.std, spec.exposure)
-        return transform(self.framed(pixels).permute(0, 3, 1, 2))
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.lung_crop is not None:
+            with torch.no_grad():
+                tensor = self.lung_crop(tensor)  # float grey levels
+            # equalising needs whole grey levels; otherwise keep the crop's exact values
+            tensor = tensor.round().to(torch.uint8) if spec.exposure == "equalize" else tensor / 255
+        return transform(tensor.permute(0, 3, 1, 2))
 
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:

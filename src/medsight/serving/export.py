@@ -66,8 +66,10 @@ class _PixelsToLogits(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.lung_crop is not None:
+        if self.lung_crop is not None:  # float grey levels, as in Bundle.to_input
             pixels = self.lung_crop(pixels)
+            if self.equalize:
+                pixels = pixels.round().to(torch.uint8)
         x = pixels.permute(0, 3, 1, 2)
         if self.equalize:
             x = equalize(x)
