@@ -5,9 +5,9 @@ pneumonia images are tightly collimated), and a classifier learns the framing in
 lungs (README "Pneumonia experiments"). Cropping every image to its lung field, in training and
 serving alike, takes that shortcut away.
 
-The crop is part of the model: :class:`LungCrop` maps uint8 NHWC pixels to uint8 NHWC pixels of
-the same size with tensor operations only, so a bundle, its ONNX export and the server all crop
-the same way. The U-Net is segmentation_models_pytorch's, on an EfficientNet-Lite0 encoder.
+The crop is part of the model: :class:`LungCrop` maps uint8 NHWC pixels to the cropped pixels
+of the same size with tensor operations only, so a bundle, its ONNX export and the server all
+crop the same way. The U-Net is segmentation_models_pytorch's, on an EfficientNet-Lite0 encoder.
 """
 
 from __future__ import annotations
