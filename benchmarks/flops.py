@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import write_json
 from benchmarks.medsight_side import bench_recipe
 from medsight.models.freeze import freeze_base
-from medsight.training.fit import build_model
+from medsight.training.model import build_model
 from medsight.training.module import Classifier, make_optimizer
 
 
@@ -61,7 +61,7 @@ def model_costs(name: str, seconds: float = 3.0) -> dict[str, Any]:
     """GFLOP per image of a training step and of a forward pass, and the model-only training
     rate, for the recipe's model at its batch size (frozen base where the recipe trains so)."""
     recipe = bench_recipe(name)
-    model, _ = build_model(recipe, 2)
+    model, _ = build_model(recipe, ["negative", "positive"])
     if recipe.train.freeze_epochs:
         freeze_base(model)
     module = Classifier(model, recipe.train)

@@ -1,11 +1,13 @@
 """medsight's side of the benchmark: the tutorial recipes through the product's own code paths.
 
-Training is what ``medsight train`` runs (:mod:`medsight.training.fit`): ``prepare`` hashes,
-splits and decodes every image once into RAM (through the decoded-image cache, empty at the
-start: a first run), then Lightning fits the recipe's model in channels_last with the recipe's
-DataLoader workers, sampler and augmentation. Prediction is what ``medsight predict`` runs
-(:func:`medsight.serving.batch.predict_files`: files to probabilities, into a CSV) with ONNX
-Runtime on the bundle's export, or PyTorch. Weights are random, as on the Keras side.
+Training is what ``medsight train`` runs, through its run object
+(:class:`medsight.training.run.Run`): ``prepare`` hashes, splits and decodes every image once
+into RAM (through the decoded-image cache, empty at the start: a first run), then Lightning fits
+the run's planned module (the recipe's model in channels_last behind the bundle's input
+pipeline) with its DataLoader workers, sampler, augmentation and schedule callbacks.
+Prediction is what ``medsight predict`` runs (:func:`medsight.serving.batch.predict_files`:
+files to probabilities, into a CSV) with ONNX Runtime on the bundle's export, or PyTorch.
+Weights are random, as on the Keras side.
 """
 
 from __future__ import annotations
@@ -23,15 +25,14 @@ import lightning as L
 import numpy as np
 
 from benchmarks.common import PeakMemory, steps_to_run, training_figures, write_json
+from medsight.bundle import load_predictor, save_bundle
 from medsight.config import Recipe, load_recipe
-from medsight.data.io import load_image
-from medsight.serving.batch import find_images, predict_files
-from medsight.serving.bundle import BundleSpec, save_bundle
+from medsight.data.io import find_images, load_image
+from medsight.serving.batch import predict_files
 from medsight.serving.export import export_onnx
-from medsight.serving.runtime import load_predictor
-from medsight.training.fit import _class_weights, _loaders, build_model
-from medsight.training.module import Classifier, FreezeSchedule
-from medsight.training.prepare import positive_class, prepare
+from medsight.training.model import build_model
+from medsight.training.prepare import positive_class
+from medsight.training.run import Run
 
 
 def bench_recipe(name: str) -> Recipe:
@@ -66,19 +67,16 @@ def fresh_cache(work: Path) -> None:
 def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) -> dict[str, Any]:
     recipe = bench_recipe(name)
     fresh_cache(work)
-    L.seed_everything(recipe.train.seed, workers=True, verbose=False)
+    run = Run(recipe, work / "run")
     with PeakMemory() as memory:
         start = time.perf_counter()
-        data = prepare(recipe, tree, work, write=False)
+        data = run.prepare(tree)
         prepare_s = time.perf_counter() - start
-        model, pipeline = build_model(recipe, len(data.table.class_names))
-        module = Classifier(model, recipe.train, _class_weights(recipe, data))
-        loader = _loaders(recipe, data, pipeline)["train"]
+        plan = run.plan(data)
+        loader = plan.train
         total = steps_to_run(warmup, steps, len(loader))
         clock = StepClock()
-        callbacks: list[L.Callback] = [clock]
-        if recipe.train.freeze_epochs:
-            callbacks.append(FreezeSchedule(recipe.train.freeze_epochs, recipe.train.unfreeze))
+        callbacks: list[L.Callback] = [clock, *plan.callbacks]
         trainer = L.Trainer(
             max_steps=total,
             accelerator="cpu",
@@ -95,15 +93,15 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
         fit_start = time.perf_counter()
         with warnings.catch_warnings():  # validation is left out on purpose: training is timed
             warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader")
-            trainer.fit(module, loader)
+            trainer.fit(plan.module, loader)
     train_images = int((data.split == "train").sum())
     figures = training_figures(
         prepare_s, fit_start, clock.ends, clock.sizes, len(loader), train_images, warmup, steps
     )
     decoded_images = len(data.table)
-    del data, loader, trainer
+    del data, loader, trainer, plan
     start = time.perf_counter()  # a second run on the same files: decoded pixels from the cache
-    prepare(recipe, tree, work, write=False)
+    run.prepare(tree)
     return {
         **figures,
         **memory.figures(),
@@ -120,20 +118,7 @@ def make_bundle(name: str, tree: Path, dest: Path) -> dict[str, Any]:
     ``medsight export`` writes it; returns the export's duration."""
     recipe = bench_recipe(name)
     classes = sorted(folder.name for folder in tree.iterdir() if folder.is_dir())
-    model, pipeline = build_model(recipe, len(classes))
-    spec = BundleSpec(
-        model_name=recipe.model.name,
-        model_kwargs=recipe.model.kwargs,
-        class_names=classes,
-        positive_class=positive_class(classes, recipe.data.positive_class),
-        image_size=recipe.data.image_size,
-        channels=recipe.data.channels,
-        mean=pipeline.mean,
-        std=pipeline.std,
-        tta=recipe.preprocess.tta,
-        exposure=pipeline.exposure,
-        recipe=recipe.name,
-    )
+    model, spec = build_model(recipe, classes, positive_class(classes, recipe.data.positive_class))
     save_bundle(dest, model.eval(), spec)
     start = time.perf_counter()
     export_onnx(dest, check_images=[tree])

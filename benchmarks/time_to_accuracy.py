@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from medsight.bundle import Bundle, read_bundle
 from medsight.data.dataset import decode_images
 from medsight.models.zoo import create_model
-from medsight.serving.bundle import Bundle, read_bundle
 from medsight.training.module import HistoryAndProgress
 
 TARGETS = {  # recipe -> (data set folder, held-out accuracy to reach, what it is compared with)
@@ -45,7 +45,7 @@ class EpochSnapshots(HistoryAndProgress):
     place: with ``train.ema`` those are the running average, which Lightning's
     ``EMAWeightAveraging`` swaps in for validation and back out in its own
     ``on_validation_epoch_end``, called after this one (callbacks run in list order, and the
-    history callback comes first in :func:`medsight.training.fit.fit_prepared`)."""
+    history callback comes first in :func:`medsight.training.fit.fit`)."""
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         super().on_validation_epoch_end(trainer, pl_module)
@@ -89,7 +89,7 @@ def held_out_accuracies(run: Path, snapshots: Path) -> list[dict[str, Any]]:
     for path in sorted(snapshots.glob("epoch-*.pt")):
         snapshot = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(snapshot["state_dict"])
-        logits = Bundle(model.eval(), spec).logits(pixels)
+        logits = Bundle(model, spec).logits(pixels)
         rows.append(
             {
                 "epoch": snapshot["epoch"],

@@ -63,8 +63,8 @@ def xray_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     and temperature, for tests of everything downstream of training (predict, export, serve)."""
     import torch
 
+    from medsight.bundle import BundleSpec, save_bundle
     from medsight.models.zoo import create_model
-    from medsight.serving.bundle import BundleSpec, save_bundle
 
     torch.manual_seed(0)
     spec = BundleSpec(

@@ -11,6 +11,7 @@ from medsight.data.inspect import Inspection, inspect_data
 if TYPE_CHECKING:
     import pandas as pd
 
+    from medsight.evaluation.labelled import LabelledData
     from medsight.serving.batch import BatchResult
 
 
@@ -49,7 +50,7 @@ def train(
     cross-validation (``RUN/fold-k``) and pools their out-of-fold metrics in ``RUN``.
     """
     from medsight.training.cv import cross_validate
-    from medsight.training.fit import train as fit
+    from medsight.training.run import train as fit
 
     extra = list(overrides)
     if epochs is not None:
@@ -64,7 +65,7 @@ def train(
 
 def resume(run: str | Path, devices: int = 1) -> Path:
     """Continue an interrupted run from its last checkpoint, with its own config and splits."""
-    from medsight.training.fit import resume as resume_run
+    from medsight.training.run import resume as resume_run
 
     return resume_run(run, devices=devices)
 
@@ -97,9 +98,9 @@ def explain(
     """Heat-map overlays (``<stem>_<method>.png``, at each image's own size) and
     ``explanations.csv`` (prediction, target class, layer, faithfulness) in ``out``; returns
     that table as a DataFrame. ``images`` may be files or folders."""
+    from medsight.bundle import load_bundle
+    from medsight.data.io import find_images
     from medsight.explanation import explain_files
-    from medsight.serving.batch import find_images
-    from medsight.serving.bundle import load_bundle
 
     frame, _ = explain_files(load_bundle(bundle), find_images(images), out, method, target, layer)
     return frame
@@ -119,9 +120,15 @@ def export(
     return export_onnx(bundle, out, quantize, check)
 
 
+def _labelled(data, split, class_map, drop_unknown) -> LabelledData:
+    from medsight.evaluation.labelled import LabelledData
+
+    return LabelledData.of(data, split, class_map, drop_unknown)
+
+
 def evaluate(
     bundle: str | Path,
-    data: str | Path,
+    data: str | Path | LabelledData,
     out: str | Path,
     split: str | None = None,
     class_map: dict[str, str] | None = None,
@@ -135,11 +142,13 @@ def evaluate(
     ``split`` restricts a source that has splits (e.g. ``RUN/splits.csv`` with
     ``split="test"``: the patients the model never saw). For external validation, ``class_map``
     renames the data's classes to the model's (``{"COVID-19": "COVID"}``) and ``drop_unknown``
-    leaves out images of other classes.
+    leaves out images of other classes. ``data`` may also be a
+    :class:`~medsight.evaluation.labelled.LabelledData` that says all of this at once.
     """
     from medsight.evaluation.scoring import evaluate_bundle
 
-    return evaluate_bundle(bundle, data, out, split, class_map, drop_unknown, resamples, seed)
+    labelled = _labelled(data, split, class_map, drop_unknown)
+    return evaluate_bundle(bundle, labelled, out, resamples, seed)
 
 
 def serve(
@@ -178,7 +187,7 @@ def serve(
 def compare(
     bundle_a: str | Path,
     bundle_b: str | Path,
-    data: str | Path,
+    data: str | Path | LabelledData,
     split: str | None = None,
     class_map: dict[str, str] | None = None,
     drop_unknown: bool = False,
@@ -189,20 +198,20 @@ def compare(
     paired patient bootstrap (differences B - A with CIs and p-values) for the other figures."""
     from medsight.evaluation.compare import compare_bundles
 
-    return compare_bundles(
-        bundle_a, bundle_b, data, split, class_map, drop_unknown, resamples, out=out
-    )
+    labelled = _labelled(data, split, class_map, drop_unknown)
+    return compare_bundles(bundle_a, bundle_b, labelled, resamples, out=out)
 
 
 def audit(
     bundle: str | Path,
-    data: list[str | Path],
+    data: list[str | Path] | LabelledData,
     out: str | Path,
     split: str | None = None,
     class_map: dict[str, str] | None = None,
     drop_unknown: bool = False,
 ) -> dict[str, Any]:
-    """Shortcut audit (source probe, occlusion probe) added to the report in ``out``."""
+    """Shortcut audit (source probe, occlusion probe) added to the report in ``out``; several
+    ``data`` paths are several image sources."""
     from medsight.evaluation.audit import audit_bundle
 
-    return audit_bundle(bundle, list(data), out, split, class_map, drop_unknown)
+    return audit_bundle(bundle, _labelled(data, split, class_map, drop_unknown), out)

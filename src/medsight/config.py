@@ -6,6 +6,7 @@ The resolved config is saved in the run directory so a run can always be traced 
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,27 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medsight.errors import ConfigError
+from medsight.fsutil import atomic_write_text
+
+# a threshold rule: "youden", "sensitivity>=0.95", "specificity>=0.9" or a probability
+THRESHOLD_TARGET = re.compile(r"^(sensitivity|specificity)\s*>=\s*(0?\.\d+|1(\.0*)?)$")
+
+
+def check_rule(rule: str) -> str:
+    """Validate a threshold rule (see :mod:`medsight.evaluation.thresholds`), returning it."""
+    rule = str(rule).strip()
+    if rule == "youden" or THRESHOLD_TARGET.match(rule):
+        return rule
+    try:
+        value = float(rule)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(
+            f"threshold rule {rule!r} not understood: use 'youden', 'sensitivity>=0.95', "
+            "'specificity>=0.9' or a probability between 0 and 1"
+        )
+    return rule
 
 
 class Strict(BaseModel):
@@ -129,8 +151,6 @@ class EvaluateConfig(Strict):
     @field_validator("threshold", mode="before")
     @classmethod
     def _rule(cls, value: Any) -> str:
-        from medsight.evaluation.thresholds import check_rule
-
         try:
             return check_rule(str(value))
         except ConfigError as exc:
@@ -200,4 +220,4 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:
-    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+from medsight.bundle import Bundle, BundleSpec
 from medsight.data.dataset import decode_images
 from medsight.data.sources import ImageTable, load_table
 from medsight.evaluation.audit import audit_scored, coinciding_sources, mask
 from medsight.models.zoo import create_model
-from medsight.serving.bundle import Bundle, BundleSpec
 
 SIZE = (64, 64)
 

@@ -78,8 +78,8 @@ def test_seeded_bootstrap_is_reproducible() -> None:
 
 
 def test_a_perfect_small_test_set_gets_an_exact_interval_note() -> None:
+    from medsight.bundle import BundleSpec
     from medsight.evaluation.summary import evaluate_predictions
-    from medsight.serving.bundle import BundleSpec
 
     spec = BundleSpec(
         model_name="malaria_lenet",

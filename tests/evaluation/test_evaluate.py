@@ -13,9 +13,9 @@ import torch
 from sklearn import metrics as skm
 
 from medsight import api
+from medsight.bundle import load_bundle, save_bundle
 from medsight.cli import main
 from medsight.models.zoo import create_model
-from medsight.serving.bundle import load_bundle, save_bundle
 
 SECTIONS = (
     "results",

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from medsight.evaluation.metrics import classification_metrics, decide
+from medsight.bundle import decide
+from medsight.evaluation.metrics import classification_metrics
 
 NAMES = ["Parasitized", "Uninfected"]  # the positive (disease) class is index 0 here
 
@@ -16,10 +17,16 @@ def _probs(p_pos: list[float]) -> np.ndarray:
     return np.stack([p, 1 - p], axis=1)
 
 
+def _metrics(y, probs, names, positive_index, threshold=0.5) -> dict:
+    """The figures of the decisions a bundle with this threshold makes."""
+    predicted = decide(probs, positive_index, threshold)
+    return classification_metrics(y, probs, predicted, names, positive_index)
+
+
 def test_binary_metrics_match_sklearn_with_positive_class_first() -> None:
     y = np.array([0, 0, 0, 1, 1, 1, 1, 0, 1, 0])
     p_pos = [0.9, 0.8, 0.3, 0.2, 0.6, 0.1, 0.4, 0.7, 0.05, 0.55]
-    m = classification_metrics(y, _probs(p_pos), NAMES, positive_index=0, threshold=0.5)
+    m = _metrics(y, _probs(p_pos), NAMES, positive_index=0, threshold=0.5)
     is_pos = y == 0
     said_pos = np.array(p_pos) >= 0.5
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(is_pos, said_pos))
@@ -32,15 +39,8 @@ def test_binary_metrics_match_sklearn_with_positive_class_first() -> None:
     assert np.array(m["confusion_matrix"]).sum() == 10
 
 
-def test_threshold_moves_the_decision() -> None:
-    probs = _probs([0.3, 0.6])
-    assert list(decide(probs, 0, 0.5)) == [1, 0]
-    assert list(decide(probs, 0, 0.25)) == [0, 0]
-    assert list(decide(probs, 0, 0.7)) == [1, 1]
-
-
 def test_one_class_only_gives_none_with_a_reason() -> None:
-    m = classification_metrics(np.array([0, 0, 0]), _probs([0.9, 0.2, 0.7]), NAMES, 0)
+    m = _metrics(np.array([0, 0, 0]), _probs([0.9, 0.2, 0.7]), NAMES, 0)
     assert m["accuracy"] == pytest.approx(2 / 3)
     assert m["roc_auc"] is None and m["specificity"] is None
     assert any("only one class" in n for n in m["notes"])
@@ -48,13 +48,13 @@ def test_one_class_only_gives_none_with_a_reason() -> None:
 
 
 def test_all_predictions_equal_is_not_a_crash() -> None:
-    m = classification_metrics(np.array([0, 1, 0, 1]), _probs([0.5] * 4), NAMES, 0, 0.9)
+    m = _metrics(np.array([0, 1, 0, 1]), _probs([0.5] * 4), NAMES, 0, 0.9)
     assert m["sensitivity"] == 0.0 and m["specificity"] == 1.0
     assert m["ppv"] is None and m["roc_auc"] == pytest.approx(0.5)
 
 
 def test_no_images() -> None:
-    m = classification_metrics(np.array([], dtype=int), np.zeros((0, 2)), NAMES, 0)
+    m = _metrics(np.array([], dtype=int), np.zeros((0, 2)), NAMES, 0)
     assert m["n"] == 0 and "no images" in m["notes"][0]
 
 
@@ -64,7 +64,7 @@ def test_multiclass_matches_sklearn() -> None:
     probs = rng.dirichlet([1, 1, 1], 60)
     probs[np.arange(60), y] += 0.5
     probs /= probs.sum(1, keepdims=True)
-    m = classification_metrics(y, probs, ["a", "b", "c"], positive_index=None)
+    m = _metrics(y, probs, ["a", "b", "c"], positive_index=None)
     assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, probs.argmax(1)))
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, probs.argmax(1)))
     assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, probs, multi_class="ovr"))
@@ -76,14 +76,14 @@ def test_every_binary_figure_matches_sklearn_with_positive_class_second() -> Non
     y = rng.integers(0, 2, 200)
     p_pos = np.clip(0.35 * y + rng.uniform(0, 0.65, 200), 0, 1)
     probs = np.stack([1 - p_pos, p_pos], axis=1)
-    m = classification_metrics(y, probs, ["NORMAL", "PNEUMONIA"], positive_index=1, threshold=0.4)
+    m = _metrics(y, probs, ["NORMAL", "PNEUMONIA"], positive_index=1, threshold=0.4)
     said = p_pos >= 0.4
     assert m["npv"] == pytest.approx(skm.precision_score(y == 0, ~said))
     assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(y, said))
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, said))
     assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, p_pos))
     assert m["brier"] == pytest.approx(skm.brier_score_loss(y, p_pos))
-    assert m["threshold"] == 0.4 and m["positive_class"] == "PNEUMONIA"
+    assert m["positive_class"] == "PNEUMONIA"
     assert 0 <= m["ece"] <= 1
 
 
@@ -93,7 +93,7 @@ def test_ece_on_a_hand_worked_example() -> None:
     probs = np.stack([p, 1 - p], axis=1)
     y = np.array([0, 0, 0, 1, 0, 0])
     expected = 4 / 6 * abs(0.75 - 0.9) + 2 / 6 * abs(1.0 - 0.6)
-    m = classification_metrics(y, probs, NAMES, positive_index=0)
+    m = _metrics(y, probs, NAMES, positive_index=0)
     assert m["ece"] == pytest.approx(expected)
 
 
@@ -104,7 +104,7 @@ def test_multiclass_per_class_macro_and_micro_match_sklearn() -> None:
     probs[np.arange(90), y] += 0.4
     probs /= probs.sum(1, keepdims=True)
     pred = probs.argmax(1)
-    m = classification_metrics(y, probs, ["a", "b", "c"], positive_index=None)
+    m = _metrics(y, probs, ["a", "b", "c"], positive_index=None)
     assert m["macro_f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
     assert m["micro_f1"] == pytest.approx(skm.f1_score(y, pred, average="micro"))
     assert m["macro_ppv"] == pytest.approx(skm.precision_score(y, pred, average="macro"))
@@ -121,7 +121,7 @@ def test_multiclass_per_class_macro_and_micro_match_sklearn() -> None:
 def test_baselines_make_kermany_625_percent_visible() -> None:
     y = np.array([0] * 234 + [1] * 390)  # Kermany's test split: 234 NORMAL, 390 PNEUMONIA
     probs = np.tile([0.0, 1.0], (624, 1))  # 'pneumonia' for everyone
-    m = classification_metrics(y, probs, ["NORMAL", "PNEUMONIA"], positive_index=1)
+    m = _metrics(y, probs, ["NORMAL", "PNEUMONIA"], positive_index=1)
     assert m["accuracy"] == pytest.approx(0.625)
     assert m["baselines"]["majority_class"] == "PNEUMONIA"
     assert m["baselines"]["majority_accuracy"] == pytest.approx(0.625)
@@ -130,7 +130,7 @@ def test_baselines_make_kermany_625_percent_visible() -> None:
 
 
 def test_one_class_only_leaves_ranking_figures_undefined_with_a_reason() -> None:
-    m = classification_metrics(np.array([1, 1]), _probs([0.2, 0.9]), NAMES, 0)
+    m = _metrics(np.array([1, 1]), _probs([0.2, 0.9]), NAMES, 0)
     assert m["pr_auc"] is None and m["roc_auc"] is None and m["sensitivity"] is None
     assert m["mcc"] == 0.0 and np.isfinite(m["brier"])
     assert any("only one class" in n for n in m["notes"])

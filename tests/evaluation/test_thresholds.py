@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medsight.bundle import softmax
 from medsight.errors import ConfigError
 from medsight.evaluation.calibration import expected_calibration_error, fit_temperature
 from medsight.evaluation.thresholds import check_rule, choose_threshold, operating_points
-from medsight.serving.bundle import softmax
 
 # negatives at 0.1..0.4, positives at 0.3..0.9: Youden's J is best at 0.5 (sens 5/6, spec 1)
 NEG = [0.1, 0.2, 0.3, 0.4]

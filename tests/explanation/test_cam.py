@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from medsight.bundle import Bundle, BundleSpec, load_bundle
 from medsight.cli import main
 from medsight.errors import MedsightError
 from medsight.explanation import METHODS, explain, explain_files
 from medsight.explanation.cam import find_layer, road_score
 from medsight.models.zoo import REGISTRY, create_model
-from medsight.serving.bundle import Bundle, BundleSpec, load_bundle
 
 SIZE, RADIUS = 64, 5
 

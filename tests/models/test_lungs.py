@@ -88,9 +88,9 @@ def test_a_folder_without_a_lung_model_is_named(tmp_path: Path) -> None:
 def lung_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small seeded bundle that crops to the lungs with a (random) U-Net."""
     pytest.importorskip("segmentation_models_pytorch", reason="pip install medsight[lungs]")
+    from medsight.bundle import BundleSpec, save_bundle
     from medsight.models.lungs import build_segmenter
     from medsight.models.zoo import create_model
-    from medsight.serving.bundle import BundleSpec, save_bundle
 
     torch.manual_seed(0)
     lungs = LungCrop(build_segmenter(LungSpec()), LungSpec(min_area=0.0))
@@ -109,7 +109,7 @@ def lung_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_bundle_crops_before_the_model_sees_the_image(lung_bundle: Path) -> None:
-    from medsight.serving.bundle import load_bundle
+    from medsight.bundle import load_bundle
 
     bundle = load_bundle(lung_bundle)
     assert bundle.lung_crop is not None
@@ -127,7 +127,7 @@ def test_a_bundle_crops_before_the_model_sees_the_image(lung_bundle: Path) -> No
 def test_a_bundle_missing_its_lung_weights_says_so(lung_bundle: Path, tmp_path: Path) -> None:
     import shutil
 
-    from medsight.serving.bundle import load_bundle
+    from medsight.bundle import load_bundle
 
     broken = shutil.copytree(lung_bundle, tmp_path / "broken")
     (broken / "lungs.safetensors").unlink()
@@ -137,8 +137,8 @@ def test_a_bundle_missing_its_lung_weights_says_so(lung_bundle: Path, tmp_path: 
 
 def test_the_onnx_export_crops_as_the_bundle_does(lung_bundle: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from medsight.serving.bundle import load_bundle
-    from medsight.serving.export import OnnxPredictor, export_onnx
+    from medsight.bundle import OnnxPredictor, load_bundle
+    from medsight.serving.export import export_onnx
 
     predictor = OnnxPredictor(export_onnx(lung_bundle, tmp_path / "model.onnx"))
     pixels = _pixels(n=4)
@@ -147,8 +147,8 @@ def test_the_onnx_export_crops_as_the_bundle_does(lung_bundle: Path, tmp_path: P
 
 
 def test_grad_cam_of_a_cropping_bundle_lies_on_the_crop(lung_bundle: Path) -> None:
+    from medsight.bundle import load_bundle
     from medsight.explanation.cam import explain, overlay_image
-    from medsight.serving.bundle import load_bundle
 
     bundle = load_bundle(lung_bundle)
     pixels = _pixels(n=1)[0]
@@ -159,8 +159,8 @@ def test_grad_cam_of_a_cropping_bundle_lies_on_the_crop(lung_bundle: Path) -> No
 
 
 def test_the_model_card_says_the_images_are_cropped() -> None:
+    from medsight.bundle import BundleSpec
     from medsight.evaluation.card import model_card
-    from medsight.serving.bundle import BundleSpec
 
     plain = BundleSpec(
         model_name="m", class_names=["a", "b"], image_size=(8, 8), channels=3, mean=(0,), std=(1,)

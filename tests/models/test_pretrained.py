@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from medsight.bundle import BundleSpec, save_bundle
 from medsight.errors import ConfigError
 from medsight.models.pretrained import OFFLINE_WEIGHTS, load_pretrained
 from medsight.models.zoo import create_model
-from medsight.serving.bundle import BundleSpec, save_bundle
+from medsight.training.model import pretrained_source
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -153,7 +154,8 @@ def test_bundle_transfers_all_but_the_head_to_new_classes(tmp_path: Path) -> Non
     source = _bundle(tmp_path / "bundle", ["a", "b"], exposure="equalize")
     torch.manual_seed(2)
     model = create_model("malaria_lenet", 3, 3, (64, 64))
-    info = load_pretrained(model, "malaria_lenet", str(tmp_path))  # run dir holding bundle/
+    # a run dir holding bundle/, read as training reads it
+    info = load_pretrained(model, "malaria_lenet", pretrained_source(str(tmp_path)))
     assert info.skipped == ("classifier.4.weight", "classifier.4.bias")
     assert (info.image_size, info.mean, info.std) == ((64, 64), (0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
     assert info.exposure == "equalize"
@@ -166,7 +168,11 @@ def test_bundle_transfers_all_but_the_head_to_new_classes(tmp_path: Path) -> Non
 def test_bundle_of_another_model_is_refused(tmp_path: Path) -> None:
     _bundle(tmp_path / "bundle", ["a", "b"])
     with pytest.raises(ConfigError, match="holds a 'malaria_lenet' model"):
-        load_pretrained(create_model("kermany_cnn", 2, 3, (64, 64)), "kermany_cnn", str(tmp_path))
+        load_pretrained(
+            create_model("kermany_cnn", 2, 3, (64, 64)),
+            "kermany_cnn",
+            pretrained_source(str(tmp_path)),
+        )
 
 
 def _rgb_weights(name: str) -> dict[str, torch.Tensor]:

@@ -30,9 +30,9 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
+from medsight.bundle import Bundle, load_bundle
 from medsight.data.io import load_image
 from medsight.serving.app import create_app
-from medsight.serving.bundle import Bundle, load_bundle
 
 MAX_UPLOAD = 300_000  # bytes: a real 224x224 X-ray JPEG or DICOM fits, the oversized case not
 PATIENT = {"PatientName": "Doe^Jane", "PatientID": "MRN-4711-X", "PatientBirthDate": "19610203"}

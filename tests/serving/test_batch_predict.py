@@ -13,12 +13,12 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from medsight.bundle import load_bundle
 from medsight.cli import main
 from medsight.data.io import load_image
 from medsight.errors import MedsightError
 from medsight.serving import batch
 from medsight.serving.batch import find_images, parse_shard, predict_files
-from medsight.serving.bundle import load_bundle
 from medsight.serving.export import export_onnx
 
 

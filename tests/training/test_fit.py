@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from medsight import api
+from medsight.bundle import load_bundle
 from medsight.errors import MedsightError
 from medsight.evaluation.thresholds import choose_threshold
-from medsight.serving.bundle import load_bundle
 
 # Small and fast; inputs centred so that 480 training images escape the initial plateau for
 # any seed (with the tutorial's [0, 1] inputs some seeds stay at chance for many epochs).

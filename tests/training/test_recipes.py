@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from medsight.config import load_recipe, recipe_names
 from medsight.errors import ConfigError
 
 SMALL = ["train.num_workers=0", "train.batch_size=16"]
+REFERENCE = Path(__file__).with_name("reference_predictions.json")
 # recipe, data folder under the datasets dir, overrides that make it small and offline-safe
 CASES = [
     ("malaria-lenet", "malaria", ["data.limit=200", "data.image_size=[64, 64]"]),
@@ -80,6 +82,8 @@ def test_recipe_runs_one_epoch(
     assert (run / "bundle" / "lungs.safetensors").is_file() == crops
     if crops:  # served from files, the bundle crops as training did: the same probabilities
         _assert_bundle_reproduces_predictions(run)
+    if recipe in json.loads(REFERENCE.read_text())["runs"]:
+        _assert_same_as_reference(recipe, run, datasets_dir)
     report = (run / "report.html").read_text()
     published = load_recipe(recipe).published
     if published is not None:
@@ -92,8 +96,8 @@ def test_recipe_runs_one_epoch(
 
 
 def _assert_bundle_reproduces_predictions(run: Path) -> None:
+    from medsight.bundle import Bundle, load_bundle
     from medsight.data.io import load_image
-    from medsight.serving.bundle import load_bundle
 
     bundle = load_bundle(run / "bundle")
     assert bundle.lung_crop is not None and bundle.spec.lung_crop.val_dice is not None
@@ -102,10 +106,43 @@ def _assert_bundle_reproduces_predictions(run: Path) -> None:
     pixels = np.stack([load_image(p, size, bundle.spec.channels) for p in rows["path"]])
     expected = rows[[f"p_{name}" for name in bundle.spec.class_names]].to_numpy()
     # training stored the crops rounded to whole grey levels: rounded, they give its answers
-    plain = type(bundle)(bundle.model, bundle.spec)
+    plain = Bundle(bundle.model, bundle.spec)
     assert np.allclose(plain.predict_proba(bundle.framed(pixels).numpy()), expected, atol=1e-4)
     # the bundle keeps them exact: half a grey level apart at most (a one-epoch model is touchy)
     assert np.allclose(bundle.predict_proba(pixels), expected, atol=0.05)
+
+
+def _assert_same_as_reference(recipe: str, run: Path, datasets_dir: Path) -> None:
+    """The run and its bundle give the predictions the same run gave before the bundle package
+    and the one input pipeline (``reference_predictions.json``; with MEDSIGHT_WRITE_REFERENCE=1
+    the file is written anew instead)."""
+    from medsight.bundle import load_bundle
+    from medsight.data.io import load_image
+
+    bundle = load_bundle(run / "bundle")
+    rows = pd.read_csv(run / "predictions.csv")
+    columns = [f"p_{name}" for name in bundle.spec.class_names]
+    size = tuple(bundle.spec.image_size)
+    pixels = np.stack([load_image(p, size, bundle.spec.channels) for p in rows["path"]])
+    now = {
+        "threshold": bundle.spec.threshold,
+        "temperature": bundle.spec.temperature,
+        "images": [str(Path(p).relative_to(datasets_dir)) for p in rows["path"]],
+        "run_probabilities": rows[columns].to_numpy().tolist(),
+        "bundle_probabilities": bundle.predict_proba(pixels).tolist(),
+        "predictions": rows["prediction"].tolist(),
+    }
+    reference = json.loads(REFERENCE.read_text())
+    if os.environ.get("MEDSIGHT_WRITE_REFERENCE") == "1":
+        reference["runs"][recipe] = now
+        REFERENCE.write_text(json.dumps(reference, indent=1))
+        return
+    expected = reference["runs"][recipe]
+    assert now["images"] == expected["images"] and now["predictions"] == expected["predictions"]
+    assert now["threshold"] == pytest.approx(expected["threshold"], abs=1e-6)
+    assert now["temperature"] == pytest.approx(expected["temperature"], abs=1e-6)
+    for key in ("run_probabilities", "bundle_probabilities"):
+        assert np.allclose(now[key], expected[key], atol=1e-5), key
 
 
 @pytest.mark.parametrize("recipe", ["covid-resnet50", "covid-vgg16"])

@@ -58,7 +58,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _data_options(args: argparse.Namespace) -> dict:
     """The shared data options as keyword arguments of the API functions."""
-    from medsight.evaluation.scoring import parse_class_map
+    from medsight.evaluation.labelled import parse_class_map
 
     return {
         "split": args.split,

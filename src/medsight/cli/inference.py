@@ -37,7 +37,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser("export", help="export a bundle to ONNX, checked on images")
     export.add_argument("bundle", help="bundle folder (or the run directory holding it)")
-    export.add_argument("--format", choices=["onnx"], default="onnx", help="only onnx")
     export.add_argument("--out", help="file to write (default: BUNDLE/model.onnx)")
     export.add_argument(
         "--quantize", choices=["int8"], help="also write an int8 model (model.int8.onnx)"

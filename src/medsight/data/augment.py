@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from medsight.config import AugmentConfig
-from medsight.data.transforms import eval_transform
 
 GRAY = (0.2989, 0.587, 0.114)  # luma weights, as torchvision's contrast adjustment
 # the columns of a parameter row
@@ -127,18 +126,13 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 class BatchTransform:
-    """The DataLoader's ``collate_fn``: augments a batch of uint8 images when training and
-    normalises it as the bundle will when serving."""
+    """The DataLoader's ``collate_fn``: a batch of uint8 images, augmented (floats in [0, 1])
+    when training, as they are otherwise. The model's input pipeline
+    (:class:`medsight.bundle.InputPipeline`) normalises either, as the bundle does when
+    serving."""
 
-    def __init__(
-        self,
-        channels: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        exposure: str = "none",
-        aug: AugmentConfig | None = None,
-    ):
-        self.aug, self.normalize = aug, eval_transform(channels, mean, std, exposure)
+    def __init__(self, aug: AugmentConfig | None = None):
+        self.aug = aug
 
     def __call__(
         self, batch: tuple[torch.Tensor, torch.Tensor, list[int]]
@@ -146,6 +140,6 @@ class BatchTransform:
         """``batch``: what :meth:`ArrayDataset.__getitems__` returns."""
         images, labels, seeds = batch
         if self.aug is None:
-            return self.normalize(images), labels
+            return images, labels
         params = draw(self.aug, seeds, (images.shape[-2], images.shape[-1]))
-        return self.normalize(augment_batch(images, params, self.aug)), labels
+        return augment_batch(images, params, self.aug), labels

@@ -1,4 +1,5 @@
-"""Curation of tutorial (d): COVID-19 chest X-rays (ieee8023 collection) against Kermany images.
+"""Curation of tutorial (d) (docs/tutorials.md): COVID-19 chest X-rays of the ieee8023
+collection against Kermany images.
 
 As the tutorial: PA X-rays whose finding is exactly ``COVID-19`` (``COVID-19, ARDS`` is left out
 and counted in the summary), the latest month held out, Kermany images reservoir-sampled for class
@@ -23,6 +24,7 @@ from medsight.data.io import is_image_file
 from medsight.data.patients import patient_from_filename
 from medsight.data.sources import COLUMNS, ImageTable
 from medsight.errors import DataError
+from medsight.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,7 @@ def curate_covid(
 def write_manifest(curation: Curation, path: str | Path) -> Path:
     """The manifest as CSV; ``from_csv`` reads it back (path, label, patient, split)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    curation.manifest.to_csv(path, index=False)
+    atomic_write_text(path, curation.manifest.to_csv(index=False))
     return path
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from medsight.data.io import content_sha256, read_image
 from medsight.data.sources import load_table
 from medsight.data.splits import find_leakage
+from medsight.data.summary import data_summary
 from medsight.errors import UnreadableImageError
-from medsight.evaluation.report import data_summary
 from medsight.progress import Progress
 
 

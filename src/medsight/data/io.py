@@ -14,7 +14,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from medsight.errors import UnreadableImageError
+from medsight.errors import DataError, UnreadableImageError
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -37,6 +37,22 @@ _PILLOW_MAGIC = {
 def is_image_file(path: str | Path) -> bool:
     """Tell by suffix alone, so folder scans stay cheap (files without suffix are skipped)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(paths: list[str | Path]) -> list[str]:
+    """Absolute paths of image files: given files as they are (any suffix, e.g. DICOM without
+    one), folders searched recursively by suffix; sorted, without duplicates."""
+    found: set[str] = set()
+    for given in map(Path, paths):
+        if given.is_dir():
+            found.update(os.path.abspath(p) for p in given.rglob("*") if is_image_file(p))
+        elif given.is_file():
+            found.add(os.path.abspath(given))
+        else:
+            raise DataError(f"{given}: no such file or folder")
+    if not found:
+        raise DataError(f"no image files found in {', '.join(map(str, paths))}")
+    return sorted(found)
 
 
 def npz_entry(npz_path: str | Path, key: str, index: int) -> str:

@@ -4,8 +4,9 @@ Two probes (DeGrave et al. 2021 found COVID models that read hospital marks and 
 
 - *Source probe*: a logistic regression on the model's own penultimate features, trained by
   patient-grouped cross-validation to tell the image sources apart. A high ROC-AUC means the
-  features carry the source; when classes coincide with sources (tutorial (d): COVID-19 from one
-  collection, normals from Kermany) the disease cannot be separated from the source at all.
+  features carry the source; when classes coincide with sources (tutorial (d) of
+  docs/tutorials.md: COVID-19 from one collection, normals from Kermany) the disease cannot be
+  separated from the source at all.
 - *Occlusion probe*: the model on images with the central region (lungs, cell body) masked and
   with the borders masked. A model that stays accurate without the anatomy uses something else.
 """
@@ -25,10 +26,14 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from medsight.bundle import Bundle, load_bundle, read_bundle
 from medsight.data.sources import ImageTable
 from medsight.errors import DataError
-from medsight.evaluation.metrics import decide, is_binary
-from medsight.serving.bundle import Bundle, softmax
+from medsight.evaluation.card import model_card
+from medsight.evaluation.labelled import LabelledData
+from medsight.evaluation.report import recipe_of, write_report
+from medsight.evaluation.scoring import score_table, write_evaluation
+from medsight.fsutil import atomic_write_text
 
 CENTER_FRACTION = 0.6  # the central box spans 60 % of the height and of the width
 SOURCE_AUC_WARNING = 0.80
@@ -136,12 +141,12 @@ def occlusion_probe(bundle: Bundle, labels: np.ndarray, pixels: np.ndarray) -> d
         ("center_masked", mask(pixels, "center")),
         ("border_masked", mask(pixels, "border")),
     ):
-        probs = softmax(bundle.logits(images), spec.temperature)
-        predicted = decide(probs, spec.positive_index, spec.threshold)
+        probs = bundle.predict_proba(images)
+        predicted = spec.decide(probs)
         row: dict[str, float | None] = {"accuracy": float((predicted == labels).mean())}
         if len(np.unique(labels)) < len(spec.class_names):
             row["roc_auc"] = None
-        elif is_binary(probs, spec.positive_index):
+        elif spec.positive_index is not None:
             row["roc_auc"] = float(
                 roc_auc_score(labels == spec.positive_index, probs[:, spec.positive_index])
             )
@@ -207,61 +212,34 @@ def audit_scored(
 
 
 def write_audit(out: Path, audit: dict[str, Any]) -> Path:
-    from medsight.fsutil import atomic_write_text
-
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "audit.json", json.dumps(audit, indent=2))
     return out / "audit.json"
 
 
 def audit_bundle(
-    bundle_path: str | Path,
-    data: list[str | Path],
-    out: str | Path,
-    split: str | None = None,
-    class_map: dict[str, str] | None = None,
-    drop_unknown: bool = False,
-    seed: int = 0,
+    bundle_path: str | Path, data: LabelledData, out: str | Path, seed: int = 0
 ) -> dict[str, Any]:
     """Run both probes and add them to the report (and model card) in ``out``.
 
-    With one ``data`` source, image sources come from its ``source`` column (a run's
+    With one ``data`` path, image sources come from its ``source`` column (a run's
     ``splits.csv`` or ``curation.csv`` has one when the recipe mixed sources); with several,
     each is one source. When ``out`` holds no evaluation yet, one is written first.
     """
-    from medsight.evaluation.card import model_card
-    from medsight.evaluation.report import recipe_of, write_report
-    from medsight.evaluation.scoring import load_labelled, score_table, write_evaluation
-    from medsight.fsutil import atomic_write_text
-    from medsight.serving.bundle import load_bundle, read_bundle
-
     bundle = load_bundle(bundle_path)
-    tables = [
-        load_labelled(d, bundle.spec.class_names, split, class_map, drop_unknown) for d in data
-    ]
-    if len(tables) > 1:
-        frames = [t.frame.assign(source=Path(d).name) for t, d in zip(tables, data, strict=True)]
-        table = ImageTable(
-            pd.concat(frames, ignore_index=True),
-            bundle.spec.class_names,
-            " + ".join(t.source for t in tables),
-            [s for t in tables for s in t.skipped],
-        )
-    else:
-        table = tables[0]
-    scored = score_table(bundle, table)
+    scored = score_table(bundle, data.load(bundle.spec.class_names))
     sources = scored.table.frame["source"] if "source" in scored.table.frame else None
     audit = audit_scored(bundle, scored.table, scored.pixels, sources, seed)
-    audit.update(data=" + ".join(map(str, data)), split=split, n=len(scored.table))
+    audit.update(data=data.name, split=data.split, n=len(scored.table))
     out = Path(out)
     if not (out / "metrics.json").is_file():
-        facts = {"bundle": str(bundle_path), "data_path": " + ".join(map(str, data))}
-        write_evaluation(out, bundle, scored, facts | {"split": split}, seed=seed)
+        facts = {"bundle": str(bundle_path), "data_path": data.name, "split": data.split}
+        write_evaluation(out, bundle, scored, facts, seed=seed)
     write_audit(out, audit)
     metrics = json.loads((out / "metrics.json").read_text())
     card = model_card(bundle.spec, metrics, recipe_of(out), audit)
     atomic_write_text(out / "model_card.md", card)
-    _, _, bundle_folder = read_bundle(bundle_path)
+    _, _, bundle_folder = read_bundle(bundle_path, weights=False)
     if bundle_folder.resolve().parent == out.resolve():  # auditing a run in its own folder
         atomic_write_text(bundle_folder / "model_card.md", card)
     write_report(out)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from medsight.bundle import BundleSpec
 from medsight.config import Recipe
 from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS
-from medsight.serving.bundle import BundleSpec
 
 # What is known of the licences of the public datasets the built-in recipes use.
 DATA_LICENCES = {
@@ -61,7 +61,7 @@ def model_card(
         "",
         "## Intended use",
         f"Research on classifying {', '.join(spec.class_names)} images"
-        + (f" (disease class: {spec.positive_class})" if spec.positive_class else "")
+        + (f" (disease class: {spec.positive_class})" if spec.task == "binary" else "")
         + ". Inputs should resemble the training data (same modality, view and preprocessing).",
         "",
         "## Model",
@@ -80,7 +80,7 @@ def model_card(
         "",
         "## Decision threshold and calibration",
         f"- Threshold {spec.threshold:.4f} on the calibrated probability ({spec.threshold_rule})"
-        if spec.positive_class
+        if spec.task == "binary"
         else "- Multi-class: the most probable class is predicted",
         f"- Temperature scaling: T = {spec.temperature:.3f} (fitted on the validation split)",
     ]
@@ -90,7 +90,7 @@ def model_card(
             f"- Expected calibration error {calibration['ece_before']:.3f} before, "
             f"{calibration['ece_after']:.3f} after"
         )
-    rows = BINARY_ROWS if spec.positive_class else MULTICLASS_ROWS
+    rows = BINARY_ROWS if spec.task == "binary" else MULTICLASS_ROWS
     lines += [
         "",
         f"## Performance ({metrics.get('split') or 'evaluation'} set, "

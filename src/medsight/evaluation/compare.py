@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm, rankdata
 
+from medsight.bundle import load_bundle
 from medsight.errors import DataError
 from medsight.evaluation.bootstrap import bootstrap
+from medsight.evaluation.labelled import LabelledData
 from medsight.evaluation.metrics import figures
-from medsight.evaluation.scoring import load_labelled, score_table
+from medsight.evaluation.scoring import score_table
 from medsight.fsutil import atomic_write_text
-from medsight.serving.bundle import load_bundle, softmax
 
 
 def delong_test(is_positive: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
@@ -60,10 +61,7 @@ def delong_test(is_positive: np.ndarray, score_a: np.ndarray, score_b: np.ndarra
 def compare_bundles(
     bundle_a: str | Path,
     bundle_b: str | Path,
-    data: str | Path,
-    split: str | None = None,
-    class_map: dict[str, str] | None = None,
-    drop_unknown: bool = False,
+    data: LabelledData,
     resamples: int | None = None,
     seed: int = 0,
     out: str | Path | None = None,
@@ -77,35 +75,36 @@ def compare_bundles(
             f"{a.spec.positive_class} vs {b.spec.class_names}, positive {b.spec.positive_class}); "
             "only models of the same task can be compared"
         )
-    table = load_labelled(data, a.spec.class_names, split, class_map, drop_unknown)
+    table = data.load(a.spec.class_names)
     scored_a, scored_b = score_table(a, table), score_table(b, table)
     both = sorted(set(scored_a.table.frame["path"]) & set(scored_b.table.frame["path"]))
     rows_a = scored_a.table.frame.reset_index(drop=True).reset_index().set_index("path")
     rows_b = scored_b.table.frame.reset_index(drop=True).reset_index().set_index("path")
     ia, ib = rows_a.loc[both, "index"].to_numpy(), rows_b.loc[both, "index"].to_numpy()
     y = scored_a.labels[ia]
-    pa = softmax(scored_a.logits[ia], a.spec.temperature)
-    pb = softmax(scored_b.logits[ib], b.spec.temperature)
+    pa = a.spec.probabilities(scored_a.logits[ia])
+    pb = b.spec.probabilities(scored_b.logits[ib])
+    da, db = a.spec.decide(pa), b.spec.decide(pb)
     pos = a.spec.positive_index
     patients = list(rows_a.loc[both, "patient"])
 
     def difference(rows: np.ndarray) -> dict[str, float | None]:
-        fa = figures(y[rows], pa[rows], pos, a.spec.threshold)
-        fb = figures(y[rows], pb[rows], pos, b.spec.threshold)
+        fa = figures(y[rows], pa[rows], da[rows], pos)
+        fb = figures(y[rows], pb[rows], db[rows], pos)
         return {k: None if fa[k] is None or fb[k] is None else fb[k] - fa[k] for k in fa}
 
     diffs, record = bootstrap(difference, len(y), patients, resamples, seed, p_values=True)
     result: dict[str, Any] = {
         "bundle_a": str(bundle_a),
         "bundle_b": str(bundle_b),
-        "data": str(data),
+        "data": data.name,
         "n": len(y),
-        "a": figures(y, pa, pos, a.spec.threshold),
-        "b": figures(y, pb, pos, b.spec.threshold),
+        "a": figures(y, pa, da, pos),
+        "b": figures(y, pb, db, pos),
         "difference_b_minus_a": diffs,
         "bootstrap": record,
     }
-    if pos is not None and len(a.spec.class_names) == 2:
+    if pos is not None:
         result["delong"] = delong_test(y == pos, pa[:, pos], pb[:, pos])
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)

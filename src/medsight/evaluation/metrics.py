@@ -16,64 +16,22 @@ from sklearn import metrics as skm
 
 from medsight.evaluation.calibration import expected_calibration_error
 
-BINARY_FIGURES = (
-    "accuracy",
-    "balanced_accuracy",
-    "sensitivity",
-    "specificity",
-    "ppv",
-    "npv",
-    "f1",
-    "mcc",
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "ece",
-)
-MULTICLASS_FIGURES = (
-    "accuracy",
-    "balanced_accuracy",
-    "macro_sensitivity",
-    "macro_ppv",
-    "macro_f1",
-    "micro_f1",
-    "mcc",
-    "roc_auc",
-    "micro_roc_auc",
-    "brier",
-    "ece",
-)
-
-
-def decide(
-    probs: np.ndarray, positive_index: int | None, threshold: float | np.ndarray
-) -> np.ndarray:
-    """Predicted class per row: the positive class when its probability reaches the threshold
-    (binary tasks; one per row allowed), else the most probable class."""
-    if positive_index is None or probs.shape[1] != 2:
-        return probs.argmax(axis=1)
-    negative_index = 1 - positive_index
-    return np.where(probs[:, positive_index] >= threshold, positive_index, negative_index)
-
-
-def is_binary(probs: np.ndarray, positive_index: int | None) -> bool:
-    return positive_index is not None and probs.shape[1] == 2
-
 
 def figures(
     y_true: np.ndarray,
     probs: np.ndarray,
+    y_pred: np.ndarray,
     positive_index: int | None,
-    threshold: float = 0.5,
     notes: list[str] | None = None,
 ) -> dict[str, float | None]:
-    """The scalar figures of one set of predictions (binary: disease vs rest; else macro/micro).
+    """The scalar figures of one set of predictions: probabilities and the decisions made from
+    them (binary, when ``positive_index`` names the disease class: disease vs rest; else macro
+    and micro averages).
 
     Figures that are undefined on these labels are ``None`` and say why in ``notes``.
     """
     notes = [] if notes is None else notes
     y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = decide(probs, positive_index, threshold)
     labels = list(range(probs.shape[1]))
     present = np.unique(y_true)
     out: dict[str, float | None] = {
@@ -84,7 +42,7 @@ def figures(
     }
     onehot = np.eye(len(labels))[y_true]
     out["brier"] = float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
-    if is_binary(probs, positive_index):
+    if positive_index is not None:
         pos = positive_index
         is_pos, said_pos, p_pos = y_true == pos, y_pred == pos, probs[:, pos]
         out["brier"] = float(skm.brier_score_loss(is_pos, p_pos))
@@ -124,9 +82,9 @@ def figures(
 def classification_metrics(
     y_true: np.ndarray,
     probs: np.ndarray,
+    y_pred: np.ndarray,
     class_names: list[str],
     positive_index: int | None,
-    threshold: float = 0.5,
 ) -> dict[str, Any]:
     """Every figure plus the confusion matrix, class counts, per-class figures and baselines."""
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -134,15 +92,14 @@ def classification_metrics(
     if not len(y_true):
         result["notes"].append("no images: nothing to evaluate")
         return result
-    result.update(figures(y_true, probs, positive_index, threshold, result["notes"]))
+    result.update(figures(y_true, probs, y_pred, positive_index, result["notes"]))
     labels = list(range(len(class_names)))
-    y_pred = decide(probs, positive_index, threshold)
     result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     result["class_names"] = list(class_names)
     result["counts"] = {name: int((y_true == i).sum()) for i, name in enumerate(class_names)}
     result["baselines"] = baselines(y_true, class_names, positive_index)
-    if is_binary(probs, positive_index):
-        result.update(positive_class=class_names[positive_index], threshold=threshold)
+    if positive_index is not None:
+        result["positive_class"] = class_names[positive_index]
     else:
         result["per_class"] = per_class(y_true, probs, y_pred, class_names)
         result["recall_per_class"] = {n: v["sensitivity"] for n, v in result["per_class"].items()}
@@ -184,7 +141,7 @@ def baselines(
         },
         "chance_roc_auc": 0.5,
     }
-    if positive_index is not None and len(class_names) == 2:
+    if positive_index is not None:
         out["positive_prevalence"] = out["prevalence"][class_names[positive_index]]
     return out
 

@@ -13,7 +13,6 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from medsight.evaluation.bootstrap import group_indices, resample_indices  # noqa: E402
-from medsight.evaluation.metrics import decide  # noqa: E402
 
 GRID = np.linspace(0, 1, 101)
 
@@ -71,27 +70,24 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title
 def plot_prediction_grid(
     pixels: np.ndarray,
     labels: np.ndarray,
-    probs: np.ndarray,
+    predicted: np.ndarray,
     class_names: list[str],
-    positive_index: int | None,
-    threshold: float,
     path: Path,
     n: int = 16,
     seed: int = 0,
 ) -> None:
-    """A grid of held-out images titled 'pred / true' (red when wrong), as tutorial (a) shows."""
+    """A grid of held-out images titled 'pred / true' (red when wrong), as tutorial (a) shows
+    (docs/tutorials.md)."""
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(pixels), size=min(n, len(pixels)), replace=False)
-    predicted = decide(probs, positive_index, threshold)
     titles = [f"pred {class_names[predicted[i]]}\ntrue {class_names[labels[i]]}" for i in pick]
     _image_grid(pixels[pick], titles, [predicted[i] != labels[i] for i in pick], path)
 
 
 def worst_errors(
-    labels: np.ndarray, probs: np.ndarray, positive_index: int | None, threshold: float, n: int
+    labels: np.ndarray, probs: np.ndarray, predicted: np.ndarray, n: int
 ) -> np.ndarray:
     """Indices of the most confident wrong predictions (highest probability of a wrong class)."""
-    predicted = decide(probs, positive_index, threshold)
     wrong = np.nonzero(predicted != labels)[0]
     confidence = 1 - probs[wrong, labels[wrong]]
     return wrong[np.argsort(-confidence, kind="stable")][:n]
@@ -101,17 +97,15 @@ def plot_worst_errors(
     pixels: np.ndarray,
     labels: np.ndarray,
     probs: np.ndarray,
+    predicted: np.ndarray,
     class_names: list[str],
-    positive_index: int | None,
-    threshold: float,
     path: Path,
     n: int = 8,
 ) -> bool:
     """The most confident mistakes, as images; False (nothing drawn) when there are none."""
-    pick = worst_errors(labels, probs, positive_index, threshold, n)
+    pick = worst_errors(labels, probs, predicted, n)
     if not len(pick):
         return False
-    predicted = decide(probs, positive_index, threshold)
     titles = [
         f"true {class_names[labels[i]]}\npred {class_names[predicted[i]]} "
         f"({probs[i, predicted[i]]:.2f})"

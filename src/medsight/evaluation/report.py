@@ -18,7 +18,6 @@ import jinja2
 import pandas as pd
 
 from medsight.config import Recipe, load_recipe
-from medsight.data.sources import ImageTable
 from medsight.fsutil import atomic_write_text
 
 BINARY_ROWS = [
@@ -55,35 +54,6 @@ def _inline_png(path: Path) -> str | None:
     if not path.is_file():
         return None
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def data_summary(table: ImageTable) -> dict[str, Any]:
-    """Counts per split and class, patients per split, for the report and ``data inspect``."""
-    frame = table.frame.assign(split=table.frame["split"].fillna("(none)"))
-    counts = pd.crosstab(frame["split"], frame["label"]).reindex(
-        columns=table.class_names, fill_value=0
-    )
-    patients = frame[frame["patient"].notna()].groupby("split")["patient"].nunique()
-    duplicates = None  # groups of byte-identical files, when the table was hashed
-    if "sha256" in frame:
-        sizes = frame.groupby("sha256").size()
-        duplicates = {"groups": int((sizes > 1).sum()), "files": int(sizes[sizes > 1].sum())}
-    return {
-        "source": table.source,
-        "splits": [
-            {
-                "split": s,
-                "counts": [int(counts.loc[s, c]) for c in table.class_names],
-                "total": int(counts.loc[s].sum()),
-                "patients": int(patients.get(s, 0)),
-            }
-            for s in counts.index
-        ],
-        "class_names": table.class_names,
-        "n_images": len(frame),
-        "n_patients": int(frame["patient"].nunique()),
-        "duplicates": duplicates,
-    }
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from medsight.bundle import BundleSpec
 from medsight.evaluation.bootstrap import bootstrap
 from medsight.evaluation.calibration import (
     expected_calibration_error,
     fit_temperature,
     reliability_bins,
 )
-from medsight.evaluation.metrics import classification_metrics, figures, is_binary
+from medsight.evaluation.metrics import classification_metrics, figures
 from medsight.evaluation.plots import (
     plot_confusion,
     plot_reliability,
@@ -27,7 +28,6 @@ from medsight.evaluation.plots import (
     plot_worst_errors,
 )
 from medsight.evaluation.thresholds import choose_threshold, operating_points
-from medsight.serving.bundle import BundleSpec, softmax
 
 
 def evaluate_predictions(
@@ -42,13 +42,15 @@ def evaluate_predictions(
     CI (patients resampled when ``groups`` holds patient ids), plus operating points and the
     calibration before and after temperature scaling."""
     y_true = np.asarray(y_true, dtype=np.int64)
-    probs = softmax(logits, spec.temperature)
-    pos, threshold = spec.positive_index, spec.threshold
-    metrics = classification_metrics(y_true, probs, spec.class_names, pos, threshold)
+    probs = spec.probabilities(logits)
+    y_pred, pos = spec.decide(probs), spec.positive_index
+    metrics = classification_metrics(y_true, probs, y_pred, spec.class_names, pos)
+    if pos is not None and len(y_true):
+        metrics["threshold"] = spec.threshold
     if not len(y_true):
         return metrics
     metrics["figures"], metrics["bootstrap"] = bootstrap(
-        lambda rows: figures(y_true[rows], probs[rows], pos, threshold),
+        lambda rows: figures(y_true[rows], probs[rows], y_pred[rows], pos),
         len(y_true),
         groups,
         resamples,
@@ -62,10 +64,10 @@ def evaluate_predictions(
             f"so the bootstrap shows no uncertainty; the exact (Clopper-Pearson) 95 % interval "
             f"for the accuracy is [{low:.3f}, {high:.3f}]"
         )
-    if is_binary(probs, pos):
+    if pos is not None:
         metrics["threshold_rule"] = spec.threshold_rule
         metrics["operating_points"] = operating_points(y_true == pos, probs[:, pos])
-    raw = softmax(logits)
+    raw = spec.probabilities(logits, calibrated=False)
     metrics["calibration"] = {
         "temperature": spec.temperature,
         "ece_before": expected_calibration_error(y_true, raw),
@@ -82,10 +84,11 @@ def calibrate_spec(
     """The spec with its temperature fitted and its threshold chosen on the validation split
     (temperature first: the threshold applies to the calibrated probability)."""
     temperature = fit_temperature(val_logits, val_labels) if calibrate else 1.0
-    update: dict[str, Any] = {"temperature": temperature}
+    spec = spec.model_copy(update={"temperature": temperature})
+    update: dict[str, Any] = {}
     pos = spec.positive_index
-    if pos is not None and len(spec.class_names) == 2:
-        probs = softmax(val_logits, temperature)
+    if pos is not None:
+        probs = spec.probabilities(val_logits)
         threshold, how = choose_threshold(np.asarray(val_labels) == pos, probs[:, pos], rule)
         where = "" if how.startswith("fixed") else " on the validation split"
         update.update(threshold=threshold, threshold_rule=how + where)
@@ -96,17 +99,17 @@ def write_plots(
     folder: Path,
     pixels: np.ndarray,
     y_true: np.ndarray,
-    logits: np.ndarray,
+    probs: np.ndarray,
     spec: BundleSpec,
     metrics: dict[str, Any],
     title: str,
     groups: Sequence | None = None,
 ) -> None:
-    """The evaluation figures of one split: confusion matrix, ROC/PR with bands, reliability
-    diagram and the worst errors (a stale plot from an earlier evaluation is removed)."""
+    """The evaluation figures of one split from its calibrated probabilities: confusion
+    matrix, ROC/PR with bands, reliability diagram and the worst errors (a stale plot from an
+    earlier evaluation is removed)."""
     folder.mkdir(parents=True, exist_ok=True)
-    probs = softmax(logits, spec.temperature)
-    pos = spec.positive_index
+    predicted, pos = spec.decide(probs), spec.positive_index
     plot_confusion(
         np.array(metrics["confusion_matrix"]),
         spec.class_names,
@@ -115,7 +118,7 @@ def write_plots(
     )
     roc = folder / "roc_pr.png"
     roc.unlink(missing_ok=True)
-    if is_binary(probs, pos) and metrics.get("roc_auc") is not None:
+    if pos is not None and metrics.get("roc_auc") is not None:
         plot_roc_pr(y_true == pos, probs[:, pos], groups, roc)
     calibration = metrics["calibration"]
     plot_reliability(
@@ -125,4 +128,4 @@ def write_plots(
     )
     worst = folder / "worst_errors.png"
     worst.unlink(missing_ok=True)
-    plot_worst_errors(pixels, y_true, probs, spec.class_names, pos, spec.threshold, worst)
+    plot_worst_errors(pixels, y_true, probs, predicted, spec.class_names, worst)

@@ -1,39 +1,20 @@
 """Decision thresholds: chosen on the validation split, reported at fixed operating points.
 
-A rule is text so it can live in a recipe and a bundle: ``youden`` (maximise
-sensitivity + specificity - 1), ``sensitivity>=0.95`` (the highest threshold that keeps at least
-that sensitivity), ``specificity>=0.9`` (the lowest that keeps at least that specificity), or a
-number (``0.5``: fixed).
+A rule is text so it can live in a recipe and a bundle (its grammar:
+:func:`medsight.config.check_rule`): ``youden`` (maximise sensitivity + specificity - 1),
+``sensitivity>=0.95`` (the highest threshold that keeps at least that sensitivity),
+``specificity>=0.9`` (the lowest that keeps at least that specificity), or a number (``0.5``:
+fixed).
 """
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from medsight.errors import ConfigError
+from medsight.config import THRESHOLD_TARGET, check_rule
 
-_TARGET = re.compile(r"^(sensitivity|specificity)\s*>=\s*(0?\.\d+|1(\.0*)?)$")
 OPERATING_POINTS = (0.90, 0.95)
-
-
-def check_rule(rule: str) -> str:
-    """Validate a threshold rule (for the recipe), returning it unchanged."""
-    rule = str(rule).strip()
-    if rule == "youden" or _TARGET.match(rule):
-        return rule
-    try:
-        value = float(rule)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError(
-            f"threshold rule {rule!r} not understood: use 'youden', 'sensitivity>=0.95', "
-            "'specificity>=0.9' or a probability between 0 and 1"
-        )
-    return rule
 
 
 def choose_threshold(is_positive: np.ndarray, score: np.ndarray, rule: str) -> tuple[float, str]:
@@ -43,7 +24,7 @@ def choose_threshold(is_positive: np.ndarray, score: np.ndarray, rule: str) -> t
     """
     rule = check_rule(rule)
     is_positive = np.asarray(is_positive, dtype=bool)
-    if rule != "youden" and not _TARGET.match(rule):
+    if rule != "youden" and not THRESHOLD_TARGET.match(rule):
         return float(rule), f"fixed {float(rule):g}"
     if is_positive.all() or not is_positive.any():
         return 0.5, f"fixed 0.5 ({rule} needs both classes in the validation split)"
@@ -52,7 +33,7 @@ def choose_threshold(is_positive: np.ndarray, score: np.ndarray, rule: str) -> t
     if rule == "youden":
         best = int(np.argmax(tpr - fpr))
         return float(thresholds[best]), "youden"
-    which, target = _TARGET.match(rule).group(1, 2)
+    which, target = THRESHOLD_TARGET.match(rule).group(1, 2)
     target = float(target)
     if which == "sensitivity":
         best = int(np.argmax(tpr >= target - 1e-12))  # first (highest) threshold reaching it

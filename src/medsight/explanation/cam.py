@@ -37,9 +37,8 @@ from pytorch_grad_cam.utils.model_targets import (
 )
 from torch import nn
 
+from medsight.bundle import Bundle
 from medsight.errors import MedsightError
-from medsight.evaluation.metrics import decide
-from medsight.serving.bundle import Bundle
 
 METHODS = {
     "gradcam": GradCAM,
@@ -152,8 +151,7 @@ def _gradients_on(model: nn.Module) -> Iterator[None]:
 def _target_index(bundle: Bundle, pixels: np.ndarray, target: int | str | None) -> int:
     names = bundle.spec.class_names
     if target is None:
-        probs = bundle.predict_proba(pixels[None])
-        return int(decide(probs, bundle.spec.positive_index, bundle.spec.threshold)[0])
+        return int(bundle.spec.decide(bundle.predict_proba(pixels[None]))[0])
     if isinstance(target, str):
         if target not in names:
             raise MedsightError(f"target class {target!r} is not one of {names}")

@@ -9,13 +9,12 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from medsight.bundle import Bundle
 from medsight.data.io import load_image
 from medsight.errors import MedsightError, UnreadableImageError
-from medsight.evaluation.metrics import decide
 from medsight.explanation.cam import check_method, explain, find_layer, overlay_image
 from medsight.fsutil import atomic_write_bytes, atomic_write_text
 from medsight.progress import Progress
-from medsight.serving.bundle import Bundle
 
 log = logging.getLogger(__name__)
 COLUMNS = [
@@ -68,7 +67,6 @@ def explain_files(
     find_layer(bundle, layer)
     spec, out = bundle.spec, Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pos = spec.positive_index
     rows, skipped, used = [], [], set()
     with Progress(len(paths), f"explain ({method})", "img") as bar:
         for path in map(str, paths):
@@ -89,10 +87,8 @@ def explain_files(
             rows.append(
                 {
                     "path": path,
-                    "prediction": spec.class_names[decide(probs, pos, spec.threshold)[0]],
-                    "probability": round(
-                        float(probs[0, pos] if pos is not None else probs.max()), 6
-                    ),
+                    "prediction": spec.class_names[spec.decide(probs)[0]],
+                    "probability": round(float(spec.score(probs)[0]), 6),
                     "target": found.target_class,
                     "method": method,
                     "layer": found.layer,

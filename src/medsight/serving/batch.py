@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medsight.data.io import is_image_file, load_image
+from medsight.bundle import Predictor, load_predictor, prediction_columns, predictions_frame
+from medsight.data.io import find_images, load_image
 from medsight.errors import MedsightError, UnreadableImageError
 from medsight.fsutil import atomic_write_text
 from medsight.progress import Progress
-from medsight.serving.predictor import predictions_frame
-from medsight.serving.runtime import Predictor, load_predictor
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +42,6 @@ class BatchResult:
     already_done: int  # found in the CSV from an earlier run
     predicted: int  # new rows written by this run
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
-
-
-def find_images(paths: list[str | Path]) -> list[str]:
-    """Absolute paths of image files: given files as they are (any suffix, e.g. DICOM without
-    one), folders searched recursively by suffix; sorted, without duplicates."""
-    found: set[str] = set()
-    for given in map(Path, paths):
-        if given.is_dir():
-            found.update(os.path.abspath(p) for p in given.rglob("*") if is_image_file(p))
-        elif given.is_file():
-            found.add(os.path.abspath(given))
-        else:
-            raise MedsightError(f"{given}: no such file or folder")
-    if not found:
-        raise MedsightError(f"no image files found in {', '.join(map(str, paths))}")
-    return sorted(found)
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -140,16 +123,16 @@ def predict_files(
     """
     if batch_size < 1:
         raise MedsightError(f"batch size must be at least 1, not {batch_size}")
-    model = bundle if hasattr(bundle, "spec") else load_predictor(bundle, prefer_onnx=onnx)
+    model = bundle if isinstance(bundle, Predictor) else load_predictor(bundle, prefer_onnx=onnx)
     spec, out = model.spec, Path(out)
     files = find_images(paths)
     if shard is not None:
         index, count = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
         files = [f for f in files if in_shard(f, index, count)]
-    header = ["path", "probability", "prediction"] + [f"p_{c}" for c in spec.class_names]
+    header = ["path", *prediction_columns(spec)]
     done = _done_paths(out, header)
     todo = [f for f in files if f not in done]
-    engine = getattr(model, "engine", "torch")
+    engine = model.engine
     result = BatchResult(out, engine, len(files), len(files) - len(todo), 0)
     log.info(
         "%s: %d files, %d already done, %d to predict with %s",

@@ -1,8 +1,9 @@
 """Export a bundle to ONNX, proven equal to PyTorch on real images before it is kept.
 
-The graph maps (N, H, W, C) uint8 pixels, already resized to the bundle's input size, to the
-bundle's raw logits: the normalisation and the mirror TTA are part of it, so a runtime in any
-language needs only the resize and ``model.onnx.json`` (class names, threshold, temperature).
+The graph is the bundle's own network (:class:`medsight.bundle.PixelsToLogits`): (N, H, W, C)
+uint8 pixels, already resized to the bundle's input size, to its raw logits, with the lung crop,
+normalisation and mirror TTA inside. A runtime in any language needs only the resize and
+``model.onnx.json`` (class names, threshold, temperature).
 The batch dimension is dynamic. An export that disagrees with PyTorch (logits beyond the
 tolerance, or any decision) is refused with the numbers, never written.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -21,25 +21,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torchvision.transforms.v2.functional import equalize
 
-from medsight.data.io import load_image
+from medsight.bundle import Bundle, BundleSpec, OnnxPredictor, bundle_folder, load_bundle
+from medsight.bundle.runtime import INPUT_NAME, ONNX_NAME, OUTPUT_NAME, sha256_file, sidecar
+from medsight.data.io import find_images, load_image
 from medsight.errors import MedsightError, UnreadableImageError
-from medsight.evaluation.metrics import decide
-from medsight.serving.bundle import Bundle, BundleSpec, load_bundle, softmax
-from medsight.serving.runtime import (
-    INPUT_NAME,
-    ONNX_NAME,
-    OUTPUT_NAME,
-    OnnxPredictor,
-    bundle_folder,
-    load_predictor,
-    sha256_file,
-    sidecar,
-)
+from medsight.fsutil import atomic_write_text, temp_beside
 
-__all__ = ["OnnxPredictor", "export_onnx", "int8_path", "load_predictor", "parity"]
+__all__ = ["export_onnx", "int8_path", "parity"]
 
 log = logging.getLogger(__name__)
 MAX_CHECK_IMAGES = 256
@@ -52,36 +41,6 @@ def int8_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".int8.onnx")
 
 
-class _PixelsToLogits(nn.Module):
-    """uint8 NHWC pixels -> (lung-cropped, equalised) normalised NCHW -> logits (averaged with
-    the mirror image's)."""
-
-    def __init__(self, model: nn.Module, spec: BundleSpec, lung_crop: nn.Module | None = None):
-        super().__init__()
-        self.model, self.tta, self.equalize = model, spec.tta, spec.exposure == "equalize"
-        self.lung_crop = lung_crop
-        mean = list(spec.mean) * spec.channels if len(spec.mean) == 1 else list(spec.mean)
-        std = list(spec.std) * spec.channels if len(spec.std) == 1 else list(spec.std)
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if self.lung_crop is not None:  # float grey levels, as in Bundle.to_input
-            pixels = self.lung_crop(pixels)
-            if self.equalize:
-                pixels = pixels.round().to(torch.uint8)
-        x = pixels.permute(0, 3, 1, 2)
-        if self.equalize:
-            x = equalize(x)
-        x = (x.float() / 255.0 - self.mean) / self.std
-        if not self.tta:
-            return self.model(x)
-        # one pass over image and mirror stacked: one copy of each layer in the graph (the int8
-        # quantiser transposes a weight shared by two Gemm nodes twice)
-        both = self.model(torch.cat([x, x.flip(3)]))
-        return (both[: x.shape[0]] + both[x.shape[0] :]) / 2
-
-
 def _check_pixels(
     spec: BundleSpec, check_images: list[str | Path] | None
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -92,8 +51,6 @@ def _check_pixels(
         rng = np.random.default_rng(0)
         shape = (SYNTHETIC_IMAGES, *size, spec.channels)
         return rng.integers(0, 256, shape, dtype=np.uint8), None, "synthetic"
-    from medsight.serving.batch import find_images
-
     paths = find_images(check_images)
     if len(paths) > MAX_CHECK_IMAGES:  # an even spread keeps the check quick on big folders
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, MAX_CHECK_IMAGES).astype(int)]
@@ -119,10 +76,7 @@ def parity(
     spec = bundle.spec
     expected, got = bundle.logits(pixels), candidate.logits(pixels)
     diff = float(np.abs(expected - got).max())
-    decisions = [
-        decide(softmax(logits, spec.temperature), spec.positive_index, spec.threshold)
-        for logits in (expected, got)
-    ]
+    decisions = [spec.decide(spec.probabilities(logits)) for logits in (expected, got)]
     differ = int((decisions[0] != decisions[1]).sum())
     if not diff <= atol or differ:  # "not <=" also catches NaN
         raise MedsightError(
@@ -145,7 +99,7 @@ def _quantize(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target = int8_path(fp32)
-    tmp = _temp_beside(target)
+    tmp = temp_beside(target)
     graph = onnx.load(fp32)
     # The exporter records the weights' shapes; the quantiser transposes Gemm weights without
     # updating them, and its shape inference then fails. Shapes are re-inferred without them.
@@ -155,7 +109,7 @@ def _quantize(
             quantize_dynamic(graph, tmp, weight_type=QuantType.QInt8)
         pair = [OnnxPredictor(path, spec) for path in (fp32, tmp)]
         probs = [p.predict_proba(pixels) for p in pair]
-        decisions = [decide(p, spec.positive_index, spec.threshold) for p in probs]
+        decisions = [spec.decide(p) for p in probs]
         report: dict[str, Any] = {
             "images": len(pixels),
             "agreement": float((decisions[0] == decisions[1]).mean()),
@@ -191,21 +145,7 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _temp_beside(path: Path) -> Path:
-    """A temporary file next to ``path`` (renamed over it when complete), with the usual
-    file mode rather than mkstemp's 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    os.close(fd)
-    return Path(name)
-
-
 def _write_meta(onnx_path: Path, spec: BundleSpec, extra: dict[str, Any]) -> None:
-    from medsight.fsutil import atomic_write_text
-
     meta = {
         "format": "medsight-onnx/1",
         "input": {
@@ -245,9 +185,9 @@ def export_onnx(
     spec = bundle.spec
     target = Path(out) if out else folder / ONNX_NAME
     pixels, labels, source = _check_pixels(spec, check_images)
-    wrapper = _PixelsToLogits(bundle.model, spec, bundle.lung_crop).eval()
+    wrapper = bundle.network
     example = torch.from_numpy(pixels[np.arange(2) % len(pixels)])  # batch 2: not specialised to 1
-    tmp = _temp_beside(target)
+    tmp = temp_beside(target)
     try:
         with _quiet():
             program = torch.onnx.export(

@@ -1,8 +1,7 @@
-"""One training run, start to finish: data -> splits -> decode -> fit -> evaluate -> bundle.
+"""Fitting prepared data with Lightning, and what the fit needs (:func:`plan_fit`).
 
-Everything about the run lands in its run directory (see README § Run directory). A run killed
-at any moment continues with ``resume=True`` from its last checkpoint and ends as an
-uninterrupted run would have (same seed, same data, same draws).
+A fit killed at any moment continues from its last checkpoint (``resume=True``) and ends as an
+uninterrupted fit would have: the same seed, data and draws (see :mod:`medsight.data.dataset`).
 """
 
 from __future__ import annotations
@@ -19,26 +18,18 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
-from medsight.config import Recipe, load_recipe, save_recipe
+from medsight.bundle import BundleSpec, InputPipeline
+from medsight.config import Recipe
 from medsight.data.augment import BatchTransform
 from medsight.data.dataset import ArrayDataset, EpochSampler
-from medsight.errors import MedsightError
 from medsight.fsutil import atomic_write_bytes
-from medsight.models.zoo import create_model
-from medsight.serving.bundle import BundleSpec
+from medsight.training.model import build_model
 from medsight.training.module import Classifier, FreezeSchedule, HistoryAndProgress
 from medsight.training.outputs import write_run_outputs
-from medsight.training.prepare import (
-    Prepared,
-    crop_to_lungs,
-    prepare,
-    prepare_run_dir,
-    reload_prepared,
-)
+from medsight.training.prepare import Prepared
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU/tips chatter
@@ -63,68 +54,22 @@ def num_nodes(devices: int) -> int:
     return 1
 
 
-@dataclass(frozen=True)
-class InputPipeline:
-    """How uint8 pixels become the model's input: what the starting weights expect, else the
-    recipe's choice. It goes into the bundle, so serving prepares images the same way."""
+@dataclass
+class FitPlan:
+    """What fitting a recipe on prepared data takes: the LightningModule (model and input
+    pipeline), the data loaders, the schedule's callbacks, and the spec of the bundle the model
+    becomes. The benchmarks time training through it too."""
 
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    exposure: str
-
-
-def build_model(recipe: Recipe, num_classes: int) -> tuple[torch.nn.Module, InputPipeline]:
-    """The recipe's model, with its pretrained weights, and the input pipeline that goes with
-    them."""
-    cfg, pre = recipe.data, recipe.preprocess
-    model = create_model(
-        recipe.model.name, num_classes, cfg.channels, cfg.image_size, **recipe.model.kwargs
-    )
-    pipeline = InputPipeline(tuple(pre.mean), tuple(pre.std), pre.exposure)
-    if recipe.model.pretrained:
-        from medsight.models.pretrained import load_pretrained
-
-        info = load_pretrained(model, recipe.model.name, recipe.model.pretrained)
-        exposure = info.exposure or pre.exposure
-        if exposure != pre.exposure:
-            log.warning(
-                "model.pretrained=%s was trained with preprocess.exposure=%s: fine-tuning "
-                "with the same (the recipe says %s)",
-                recipe.model.pretrained,
-                exposure,
-                pre.exposure,
-            )
-        pipeline = InputPipeline(info.mean, info.std, exposure)  # the weights' own
-    return model, pipeline
+    module: Classifier
+    train: DataLoader
+    val: DataLoader
+    callbacks: list[L.Callback]
+    spec: BundleSpec
 
 
-def _loaders(recipe: Recipe, data: Prepared, pipeline: InputPipeline) -> dict[str, DataLoader]:
-    cfg, tcfg = recipe.data, recipe.train
-    labels, split = data.table.labels, data.split
-    inputs = (cfg.channels, pipeline.mean, pipeline.std, pipeline.exposure)
-    augment = BatchTransform(*inputs, recipe.augment)
-    normalize = BatchTransform(*inputs)
-    workers = {"num_workers": tcfg.num_workers, "persistent_workers": tcfg.num_workers > 0}
-    is_train = split == "train"
-    sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
-    return {
-        "train": DataLoader(
-            ArrayDataset(data.pixels[is_train], labels[is_train], tcfg.seed),
-            batch_size=tcfg.batch_size,
-            sampler=sampler,
-            collate_fn=augment,
-            **workers,
-        ),
-        "val": DataLoader(
-            ArrayDataset(data.pixels[split == "val"], labels[split == "val"]),
-            batch_size=tcfg.batch_size,
-            collate_fn=normalize,
-            **workers,
-        ),
-    }
-
-
-def _class_weights(recipe: Recipe, data: Prepared) -> torch.Tensor | None:
+def class_weights(recipe: Recipe, data: Prepared) -> torch.Tensor | None:
+    """Loss weights inversely proportional to the training split's class counts
+    (``train.class_balance=weights``), else None."""
     if recipe.train.class_balance != "weights":
         return None
     counts = np.bincount(
@@ -134,44 +79,42 @@ def _class_weights(recipe: Recipe, data: Prepared) -> torch.Tensor | None:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def train(
-    recipe: Recipe, data: str | Path, out: str | Path, overwrite: bool = False, devices: int = 1
-) -> Path:
-    """Train ``recipe`` on ``data`` and write the complete run directory ``out``."""
-    out = Path(out)
-    is_zero = rank_zero_only.rank == 0
-    if is_zero:
-        prepare_run_dir(out, overwrite)
-        save_recipe(recipe, out / "config.yaml")
-    L.seed_everything(recipe.train.seed, workers=True, verbose=False)
-    prepared = prepare(recipe, data, out, write=is_zero)
-    prepared = crop_to_lungs(recipe, prepared, data, out, reuse=not is_zero)
-    return fit_prepared(recipe, prepared, out, devices)
+def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
+    """The model, loaders and callbacks for fitting ``recipe`` on ``data``."""
+    tcfg = recipe.train
+    lungs = data.lungs.spec if data.lungs else None
+    model, spec = build_model(recipe, data.table.class_names, data.positive_class, lungs)
+    # the pixels are cropped already: the rest of the bundle's pipeline normalises batches
+    module = Classifier(model, tcfg, class_weights(recipe, data), InputPipeline.from_spec(spec))
+    labels, split = data.table.labels, data.split
+    workers = {"num_workers": tcfg.num_workers, "persistent_workers": tcfg.num_workers > 0}
+    is_train, is_val = split == "train", split == "val"
+    sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
+    train = DataLoader(
+        ArrayDataset(data.pixels[is_train], labels[is_train], tcfg.seed),
+        batch_size=tcfg.batch_size,
+        sampler=sampler,
+        collate_fn=BatchTransform(recipe.augment),
+        **workers,
+    )
+    val = DataLoader(
+        ArrayDataset(data.pixels[is_val], labels[is_val]),
+        batch_size=tcfg.batch_size,
+        collate_fn=BatchTransform(),
+        **workers,
+    )
+    callbacks: list[L.Callback] = []
+    if tcfg.freeze_epochs:
+        callbacks.append(FreezeSchedule(tcfg.freeze_epochs, tcfg.unfreeze))
+    if tcfg.ema:
+        callbacks.append(L.pytorch.callbacks.EMAWeightAveraging(decay=tcfg.ema))
+    return FitPlan(module, train, val, callbacks, spec)
 
 
-def resume(out: str | Path, devices: int = 1) -> Path:
-    """Continue a killed or interrupted run from ``out/checkpoints/last.ckpt``."""
-    out = Path(out)
-    last = out / "checkpoints" / "last.ckpt"
-    for needed in (out / "config.yaml", out / "run.json", out / "splits.csv", last):
-        if not needed.is_file():
-            raise MedsightError(
-                f"cannot resume {out}: {needed.name} is missing (a run can be "
-                "resumed once it has finished its first epoch)"
-            )
-    recipe = load_recipe(str(out / "config.yaml"))
-    L.seed_everything(recipe.train.seed, workers=True, verbose=False)
-    prepared = crop_to_lungs(recipe, reload_prepared(recipe, out), "", out, reuse=True)
-    return fit_prepared(recipe, prepared, out, devices, resume=True)
-
-
-def fit_prepared(
-    recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: bool = False
-) -> Path:
+def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: bool = False) -> Path:
     """Fit on prepared data and write the run outputs (rank 0 only)."""
     tcfg = recipe.train
-    model, pipeline = build_model(recipe, len(data.table.class_names))
-    module = Classifier(model, tcfg, _class_weights(recipe, data))
+    plan = plan_fit(recipe, data)
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints",
         filename="best",
@@ -184,23 +127,20 @@ def fit_prepared(
     last = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints", filename="last", enable_version_counter=False
     )
-    callbacks: list[L.Callback] = [checkpoint, last, HistoryAndProgress(out / "history.csv")]
-    if tcfg.freeze_epochs:
-        callbacks.append(FreezeSchedule(tcfg.freeze_epochs, tcfg.unfreeze))
-    if tcfg.ema:
-        callbacks.append(L.pytorch.callbacks.EMAWeightAveraging(decay=tcfg.ema))
+    callbacks = [checkpoint, last, HistoryAndProgress(out / "history.csv"), *plan.callbacks]
     if tcfg.early_stopping:
         callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
                 tcfg.monitor, patience=tcfg.early_stopping, mode=checkpoint.mode
             )
         )
+    nodes = num_nodes(devices)
     trainer = L.Trainer(
         max_epochs=tcfg.epochs,
         accelerator="cpu",
         devices=devices,
-        num_nodes=num_nodes(devices),
-        strategy="ddp" if devices > 1 or num_nodes(devices) > 1 else "auto",
+        num_nodes=nodes,
+        strategy="ddp" if devices > 1 or nodes > 1 else "auto",
         use_distributed_sampler=False,
         precision="bf16-mixed" if tcfg.precision == "bf16" else "32-true",
         plugins=[AtomicCheckpointIO()],
@@ -211,33 +151,17 @@ def fit_prepared(
         callbacks=callbacks,
         default_root_dir=out,
     )
-    loaders = _loaders(recipe, data, pipeline)
     started = time.monotonic()
     trainer.fit(
-        module,
-        loaders["train"],
-        loaders["val"],
+        plan.module,
+        plan.train,
+        plan.val,
         ckpt_path=out / "checkpoints" / "last.ckpt" if resume else None,
     )
     if not trainer.is_global_zero:
         return out
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(best["state_dict"])
-    cfg = recipe.data
-    spec = BundleSpec(
-        model_name=recipe.model.name,
-        model_kwargs=recipe.model.kwargs,
-        class_names=data.table.class_names,
-        positive_class=data.positive_class,
-        image_size=cfg.image_size,
-        channels=cfg.channels,
-        mean=pipeline.mean,
-        std=pipeline.std,
-        tta=recipe.preprocess.tta,
-        exposure=pipeline.exposure,
-        lung_crop=data.lungs.spec if data.lungs else None,
-        recipe=recipe.name,
-    )
+    plan.module.load_state_dict(best["state_dict"])
     facts = {
         "best_epoch": int(best.get("epoch", 0)) + 1,
         "epochs_run": trainer.current_epoch,
@@ -247,6 +171,6 @@ def fit_prepared(
         "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
         "world_size": trainer.world_size,
     }
-    write_run_outputs(out, recipe, data, module.model, spec, facts)
+    write_run_outputs(out, recipe, data, plan.module.model, plan.spec, facts)
     log.info("run written to %s", out)
     return out

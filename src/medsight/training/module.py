@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from medsight.bundle import InputPipeline
 from medsight.config import TrainConfig
 from medsight.fsutil import atomic_write_text
 from medsight.progress import Progress, interactive, log_event
@@ -67,21 +68,34 @@ def mixup(
 
 
 class Classifier(L.LightningModule):
-    """Cross-entropy on logits (the tutorials' binary cross-entropy on a softmax is not used)."""
+    """Cross-entropy on logits (the tutorials' binary cross-entropy on a softmax is not used).
+
+    Batches arrive as the DataLoader's :class:`~medsight.data.augment.BatchTransform` gives
+    them (uint8, or augmented floats in [0, 1]); ``pipeline`` normalises them as the bundle
+    will (without it they must be normalised already)."""
 
     def __init__(
-        self, model: nn.Module, cfg: TrainConfig, class_weights: torch.Tensor | None = None
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        class_weights: torch.Tensor | None = None,
+        pipeline: InputPipeline | None = None,
     ):
         super().__init__()
         self.model, self.cfg = model.to(memory_format=torch.channels_last), cfg
+        self.pipeline = pipeline
         self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        x = images if self.pipeline is None else self.pipeline.normalize(images)
+        return x.contiguous(memory_format=torch.channels_last)
+
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self.model(images.contiguous(memory_format=torch.channels_last))
+        logits = self.model(self._inputs(images))
         loss = self.loss(logits, labels)
         accuracy = (logits.argmax(1) == labels).float().mean()
         self._log_epoch_mean(f"{stage}_loss", loss, len(labels))
@@ -106,7 +120,7 @@ class Classifier(L.LightningModule):
 
     def _mixup_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         images, labels = batch
-        mixed, partner_labels, weight = mixup(images, labels, self.cfg.mixup)
+        mixed, partner_labels, weight = mixup(self._inputs(images), labels, self.cfg.mixup)
         logits = self.model(mixed.contiguous(memory_format=torch.channels_last))
         loss = weight * self.loss(logits, labels) + (1 - weight) * self.loss(logits, partner_labels)
         # no train accuracy: a blended image has no single label

@@ -14,14 +14,14 @@ import pandas as pd
 from torch import nn
 
 from medsight import __version__
+from medsight.bundle import Bundle, BundleSpec, predictions_frame, save_bundle
 from medsight.config import Recipe
+from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
 from medsight.evaluation.plots import plot_curves, plot_prediction_grid
-from medsight.evaluation.report import data_summary, write_report
+from medsight.evaluation.report import write_report
 from medsight.evaluation.summary import calibrate_spec, evaluate_predictions, write_plots
 from medsight.fsutil import atomic_write_text
-from medsight.serving.bundle import Bundle, BundleSpec, save_bundle, softmax
-from medsight.serving.predictor import predictions_frame
 from medsight.training.prepare import Prepared
 
 SUMMARY_KEYS = ("split", "n", "accuracy", "sensitivity", "specificity", "roc_auc")
@@ -36,7 +36,7 @@ def write_run_outputs(
     facts: dict[str, Any],
 ) -> dict[str, Any]:
     """Calibrate on val, evaluate val and test, then write metrics, plots, bundle, report."""
-    bundle = Bundle(model.eval(), spec)  # no lung crop here: data.pixels are already cropped
+    bundle = Bundle(model, spec)  # no lung crop here: data.pixels are already cropped
     labels, split = data.table.labels, data.split
     patients = data.table.frame["patient"].to_numpy()
     logits = {
@@ -63,8 +63,7 @@ def write_run_outputs(
     }
     held_out = "test" if "test" in results else "val"
     held = split == held_out
-    split_probs = {name: softmax(values, spec.temperature) for name, values in logits.items()}
-    probs = split_probs[held_out]
+    split_probs = {name: spec.probabilities(values) for name, values in logits.items()}
     # val's predictions too: what the threshold and temperature were fitted on
     for name, values in split_probs.items():
         file = "predictions.csv" if name == held_out else f"{name}_predictions.csv"
@@ -87,15 +86,11 @@ def write_run_outputs(
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     plot_curves(pd.read_csv(out / "history.csv"), plots / "curves.png")
-    write_plots(plots, data.pixels[held], labels[held], logits[held_out], spec, metrics, held_out)
+    probs = split_probs[held_out]
+    write_plots(plots, data.pixels[held], labels[held], probs, spec, metrics, held_out)
+    grid = plots / "predictions.png"
     plot_prediction_grid(
-        data.pixels[held],
-        labels[held],
-        probs,
-        spec.class_names,
-        spec.positive_index,
-        spec.threshold,
-        plots / "predictions.png",
+        data.pixels[held], labels[held], spec.decide(probs), spec.class_names, grid
     )
     summary = {k: metrics.get(k) for k in SUMMARY_KEYS}
     spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})

@@ -19,6 +19,7 @@ from medsight.data.io import content_sha256
 from medsight.data.sources import ImageTable, load_table
 from medsight.data.splits import assign_splits, check_leakage
 from medsight.errors import ConfigError, DataError, MedsightError
+from medsight.fsutil import atomic_write_text
 from medsight.models.lungs import LungCrop
 from medsight.progress import progress
 
@@ -158,9 +159,9 @@ def prepare(
         )
     if write:
         skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
-        skipped.to_csv(out / "skipped.csv", index=False)
+        atomic_write_text(out / "skipped.csv", skipped.to_csv(index=False))
         columns = SPLIT_COLUMNS + (["source"] if "source" in table.frame else [])
-        table.frame[columns].to_csv(out / "splits.csv", index=False)
+        atomic_write_text(out / "splits.csv", table.frame[columns].to_csv(index=False))
         facts = {
             "data": str(data),
             "source": table.source,
@@ -169,7 +170,7 @@ def prepare(
             "split_warning": warning,
             "leakage": table.frame.attrs.get("leakage"),
         }
-        (out / "run.json").write_text(json.dumps(facts, indent=2))
+        atomic_write_text(out / "run.json", json.dumps(facts, indent=2))
     return prepared
 
 

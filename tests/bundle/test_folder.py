@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from medsight.bundle import BundleSpec, load_bundle, save_bundle
 from medsight.errors import MedsightError
 from medsight.models.zoo import create_model
-from medsight.serving.bundle import BundleSpec, load_bundle, save_bundle
 
 
 def _spec() -> BundleSpec:

@@ -1,0 +1,110 @@
+"""The bundle folder: written atomically, read safely, and found inside a run directory.
+
+A bundle folder holds ``model.safetensors`` (weights only: loading never unpickles code),
+``bundle.json`` (its :class:`~medsight.bundle.spec.BundleSpec`), ``model_card.md``, and for a
+bundle that crops to the lungs the lung U-Net's ``lungs.safetensors``. A run directory that
+holds ``bundle/`` is accepted wherever a bundle is.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file, save_file
+
+from medsight.bundle.loaded import Bundle
+from medsight.bundle.spec import FORMAT_VERSION, BundleSpec
+from medsight.errors import MedsightError
+from medsight.fsutil import atomic_dir
+from medsight.models.lungs import WEIGHTS_FILE as LUNG_WEIGHTS
+from medsight.models.lungs import LungCrop, lung_crop_from
+from medsight.models.zoo import create_model
+
+SPEC_FILE, WEIGHTS_FILE, CARD_FILE = "bundle.json", "model.safetensors", "model_card.md"
+
+
+def bundle_folder(path: str | Path) -> Path:
+    """A bundle folder, or the run directory holding ``bundle/``, as the bundle folder."""
+    folder = Path(path)
+    return folder / "bundle" if (folder / "bundle" / SPEC_FILE).is_file() else folder
+
+
+def save_bundle(
+    folder: Path,
+    model: torch.nn.Module,
+    spec: BundleSpec,
+    card: str | None = None,
+    lung_crop: LungCrop | None = None,
+) -> Path:
+    """Write a bundle (and its model card) atomically: a kill never leaves a half-written one."""
+    from medsight import __version__
+
+    spec = spec.model_copy(
+        update={
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "medsight_version": __version__,
+        }
+    )
+    with atomic_dir(folder) as tmp:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE))
+        if lung_crop is not None:
+            save_file(lung_crop.weights(), str(tmp / LUNG_WEIGHTS))
+        (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+        if card:
+            (tmp / CARD_FILE).write_text(card)
+    return folder
+
+
+def read_spec(folder: str | Path) -> BundleSpec:
+    """A bundle's description alone (also from the run directory that holds ``bundle/``)."""
+    return read_bundle(folder, weights=False)[0]
+
+
+def read_bundle(
+    folder: str | Path, weights: bool = True
+) -> tuple[BundleSpec, dict[str, torch.Tensor], Path]:
+    """A bundle's description and weights, without building its model (also accepts the run
+    directory that holds ``bundle/``); returns the bundle folder too."""
+    folder = bundle_folder(folder)
+    spec_file, weights_file = folder / SPEC_FILE, folder / WEIGHTS_FILE
+    if not spec_file.is_file() or not weights_file.is_file():
+        raise MedsightError(
+            f"{folder}: not a medsight bundle (expected {SPEC_FILE} and "
+            f"{WEIGHTS_FILE}; a training run writes one to RUN_DIR/bundle)"
+        )
+    try:
+        spec = BundleSpec.model_validate_json(spec_file.read_text())
+    except ValidationError as exc:
+        raise MedsightError(f"{spec_file}: invalid bundle description: {exc}") from exc
+    if spec.format_version > FORMAT_VERSION:
+        raise MedsightError(
+            f"{folder}: bundle format {spec.format_version} is newer than this "
+            f"medsight understands ({FORMAT_VERSION}); upgrade medsight"
+        )
+    return spec, load_file(str(weights_file)) if weights else {}, folder
+
+
+def load_bundle(folder: str | Path) -> Bundle:
+    """Load a bundle folder (or the run directory that holds ``bundle/``), ready to predict."""
+    spec, state, folder = read_bundle(folder)
+    model = create_model(
+        spec.model_name,
+        num_classes=len(spec.class_names),
+        in_channels=spec.channels,
+        image_size=spec.image_size,
+        **spec.model_kwargs,
+    )
+    model.load_state_dict(state)
+    lung_crop = None
+    if spec.lung_crop is not None:
+        if not (folder / LUNG_WEIGHTS).is_file():
+            raise MedsightError(
+                f"{folder}: the bundle crops to the lungs but {LUNG_WEIGHTS} is missing"
+            )
+        lung_crop = lung_crop_from(spec.lung_crop, load_file(str(folder / LUNG_WEIGHTS)))
+    return Bundle(model, spec, lung_crop)

@@ -1,0 +1,45 @@
+"""A bundle loaded into PyTorch: its model behind the input pipeline, ready to predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsight.bundle.pipeline import InputPipeline, PixelsToLogits
+from medsight.bundle.predictor import Predictor
+from medsight.bundle.spec import BundleSpec
+from medsight.models.lungs import LungCrop
+
+
+class Bundle(Predictor):
+    """The model in eval mode, its spec, and the network the spec describes (lung crop,
+    exposure, normalisation, model, TTA)."""
+
+    engine = "torch"
+
+    def __init__(self, model: nn.Module, spec: BundleSpec, lung_crop: LungCrop | None = None):
+        self.model, self.spec, self.lung_crop = model.eval(), spec, lung_crop
+        self.pipeline = InputPipeline.from_spec(spec, lung_crop)
+        self.network = PixelsToLogits(self.pipeline, self.model, spec.tta).eval()
+
+    def framed(self, pixels: np.ndarray) -> torch.Tensor:
+        """(N, H, W, C) uint8 images resized to the spec -> the uint8 pixels the model sees
+        (cropped to the lung field when the bundle crops), for display."""
+        with torch.inference_mode():
+            return self.pipeline.frame(torch.from_numpy(np.ascontiguousarray(pixels)))
+
+    def to_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """(N, H, W, C) uint8 images resized to the spec -> the normalised model input (a
+        tensor without history: Grad-CAM asks for its gradient)."""
+        with torch.no_grad():
+            return self.pipeline(torch.from_numpy(np.ascontiguousarray(pixels)))
+
+    @torch.inference_mode()
+    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw (uncalibrated) logits, mirror-TTA averaged when the bundle uses TTA."""
+
+        def run(chunk: np.ndarray) -> np.ndarray:
+            return self.network(torch.from_numpy(np.ascontiguousarray(chunk))).float().numpy()
+
+        return self._batches(pixels, batch_size, run)

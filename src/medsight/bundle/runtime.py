@@ -1,0 +1,106 @@
+"""Run an exported bundle with ONNX Runtime, behind the same interface as a torch Bundle.
+
+The exported graph (:mod:`medsight.serving.export`) takes the (N, H, W, C) uint8 pixels that
+:meth:`Bundle.logits` takes and returns the same raw logits: the whole input pipeline is inside
+it. ``model.onnx.json`` beside it holds the bundle's spec and the SHA-256 of both the graph and
+the weights it was exported from; a graph that no longer matches its bundle is not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medsight.bundle.folder import WEIGHTS_FILE, bundle_folder, load_bundle
+from medsight.bundle.loaded import Bundle
+from medsight.bundle.predictor import Predictor
+from medsight.bundle.spec import BundleSpec
+from medsight.errors import MedsightError
+
+log = logging.getLogger(__name__)
+ONNX_NAME = "model.onnx"
+INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar(onnx_path: Path) -> Path:
+    """The JSON that describes an exported graph: ``model.onnx`` -> ``model.onnx.json``."""
+    return onnx_path.with_name(onnx_path.name + ".json")
+
+
+class OnnxPredictor(Predictor):
+    """ONNX Runtime inference with :class:`Bundle`'s ``logits``/``predict_proba`` interface."""
+
+    engine = "onnxruntime"
+
+    def __init__(
+        self, onnx_path: str | Path, spec: BundleSpec | None = None, threads: int | None = None
+    ):
+        """``spec`` defaults to the one recorded in the graph's ``.json`` description."""
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        if spec is None:
+            meta_file = sidecar(self.path)
+            if not self.path.is_file() or not meta_file.is_file():
+                raise MedsightError(
+                    f"{self.path}: exported model or its description {meta_file.name} is "
+                    "missing; run `medsight export BUNDLE`"
+                )
+            spec = BundleSpec.model_validate(json.loads(meta_file.read_text())["bundle"])
+        self.spec = spec
+        options = ort.SessionOptions()
+        # idle threads sleep instead of spinning: a spinning pool takes the cores that decode
+        # the next images (measured: batch prediction 1.1-1.2x faster on 2 cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise MedsightError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
+
+    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw logits (mirror-TTA averaged when the bundle uses TTA), like Bundle.logits."""
+
+        def run(chunk: np.ndarray) -> np.ndarray:
+            return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(chunk)})[0]
+
+        return self._batches(pixels, batch_size, run)
+
+
+def current_export(folder: Path) -> Path | None:
+    """The bundle's ``model.onnx`` if it was exported from the present weights and is unchanged
+    since; None (with a warning for a stale one) otherwise."""
+    onnx_path, weights = folder / ONNX_NAME, folder / WEIGHTS_FILE
+    if not (onnx_path.is_file() and sidecar(onnx_path).is_file() and weights.is_file()):
+        return None
+    meta = json.loads(sidecar(onnx_path).read_text())
+    if meta.get("weights_sha256") != sha256_file(weights):
+        log.warning("%s was exported from other weights; using PyTorch (re-export)", onnx_path)
+    elif meta.get("onnx_sha256") != sha256_file(onnx_path):
+        log.warning("%s changed since export; using PyTorch (re-export)", onnx_path)
+    else:
+        return onnx_path
+    return None
+
+
+def load_predictor(bundle_path: str | Path, prefer_onnx: bool = True) -> Bundle | OnnxPredictor:
+    """The bundle's exported ONNX model when there is a current one, else the torch Bundle:
+    a stale export is passed over with a warning rather than giving different answers."""
+    folder = bundle_folder(bundle_path)
+    onnx_path = current_export(folder) if prefer_onnx else None
+    return OnnxPredictor(onnx_path) if onnx_path else load_bundle(folder)

@@ -1,0 +1,89 @@
+"""What a bundle knows about itself, and the rules it applies: probabilities, decision, task.
+
+``bundle.json`` holds a :class:`BundleSpec`. Everything downstream (evaluate, predict, serve,
+explain, export) asks the spec for calibrated probabilities and decisions instead of working
+them out again, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from medsight.models.lungs import LungSpec
+
+FORMAT_VERSION = 1
+Task = Literal["binary", "multiclass"]
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (numerically stable)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def decide(
+    probs: np.ndarray, positive_index: int | None, threshold: float | np.ndarray = 0.5
+) -> np.ndarray:
+    """Predicted class per row: for a binary task (``positive_index`` given) the positive class
+    when its probability reaches the threshold (one threshold per row allowed), else the most
+    probable class."""
+    if positive_index is None:
+        return probs.argmax(axis=1)
+    negative_index = 1 - positive_index
+    return np.where(probs[:, positive_index] >= threshold, positive_index, negative_index)
+
+
+class BundleSpec(BaseModel):
+    """Everything needed to rebuild the model, feed it images exactly as in training and turn
+    its logits into an answer."""
+
+    format_version: int = FORMAT_VERSION
+    model_name: str
+    model_kwargs: dict[str, Any] = {}
+    class_names: list[str]
+    positive_class: str | None = None  # the disease class of a binary task
+    image_size: tuple[int, int]
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    threshold: float = 0.5  # on the calibrated positive-class probability (binary bundles)
+    threshold_rule: str = "fixed 0.5"  # how it was chosen, e.g. "youden" on the val split
+    temperature: float = 1.0  # temperature scaling: calibrated = softmax(logits / temperature)
+    tta: bool = False  # average the logits of the image and its horizontal mirror
+    exposure: str = "none"  # "equalize": histogram-equalise each image before normalising
+    # crop each image to its lung field first (the lung U-Net's weights: lungs.safetensors)
+    lung_crop: LungSpec | None = None
+    recipe: str | None = None
+    metrics: dict[str, Any] = {}
+    created: str = ""
+    medsight_version: str = ""
+
+    @property
+    def task(self) -> Task:
+        """``binary`` (two classes, one of them the disease class), else ``multiclass``."""
+        if self.positive_class in self.class_names and len(self.class_names) == 2:
+            return "binary"
+        return "multiclass"
+
+    @property
+    def positive_index(self) -> int | None:
+        """The disease class's index in a binary task; None otherwise."""
+        return self.class_names.index(self.positive_class) if self.task == "binary" else None
+
+    def probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities from raw logits, temperature-scaled unless ``calibrated=False``."""
+        return softmax(logits, self.temperature if calibrated else 1.0)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The predicted class index of each row, at the bundle's threshold when binary."""
+        return decide(probs, self.positive_index, self.threshold)
+
+    def score(self, probs: np.ndarray) -> np.ndarray:
+        """The one probability a row is summed up by: the disease class's (binary), else the
+        predicted class's."""
+        pos = self.positive_index
+        return probs[:, pos] if pos is not None else probs.max(axis=1)

@@ -1,0 +1,40 @@
+"""Counts per split and class, and patients per split: the data summary of ``data inspect``,
+the report and ``metrics.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from medsight.data.sources import ImageTable
+
+
+def data_summary(table: ImageTable) -> dict[str, Any]:
+    """Images per split and class, patients per split, and (for a hashed table) the groups of
+    byte-identical files."""
+    frame = table.frame.assign(split=table.frame["split"].fillna("(none)"))
+    counts = pd.crosstab(frame["split"], frame["label"]).reindex(
+        columns=table.class_names, fill_value=0
+    )
+    patients = frame[frame["patient"].notna()].groupby("split")["patient"].nunique()
+    duplicates = None  # groups of byte-identical files, when the table was hashed
+    if "sha256" in frame:
+        sizes = frame.groupby("sha256").size()
+        duplicates = {"groups": int((sizes > 1).sum()), "files": int(sizes[sizes > 1].sum())}
+    return {
+        "source": table.source,
+        "splits": [
+            {
+                "split": s,
+                "counts": [int(counts.loc[s, c]) for c in table.class_names],
+                "total": int(counts.loc[s].sum()),
+                "patients": int(patients.get(s, 0)),
+            }
+            for s in counts.index
+        ],
+        "class_names": table.class_names,
+        "n_images": len(frame),
+        "n_patients": int(frame["patient"].nunique()),
+        "duplicates": duplicates,
+    }

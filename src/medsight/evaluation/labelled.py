@@ -1,0 +1,112 @@
+"""Labelled data to score a bundle on: the one value that ``evaluate``, ``compare`` and
+``audit`` take (any folder, CSV or metadata sheet; one split of it; its class names mapped onto
+the model's)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from medsight.data.sources import ImageTable, load_table
+from medsight.errors import DataError
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """``"COVID-19=COVID,No Finding=normal"`` -> ``{"COVID-19": "COVID", ...}``."""
+    if not text:
+        return {}
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[0].strip() or not pair[1].strip() for pair in pairs):
+        raise DataError(f"--class-map {text!r}: use DATA_CLASS=MODEL_CLASS pairs, comma-separated")
+    return {a.strip(): b.strip() for a, b in pairs}
+
+
+def align_classes(
+    table: ImageTable,
+    class_names: list[str],
+    class_map: Mapping[str, str] | None = None,
+    drop_unknown: bool = False,
+) -> ImageTable:
+    """The table with labels renamed by ``class_map`` and indexed like the model's classes.
+
+    Labels the model does not know are an error naming them, or dropped with ``drop_unknown``
+    (e.g. a metadata sheet that lists findings the model was never trained on).
+    """
+    class_map = dict(class_map or {})
+    bad_targets = sorted(set(class_map.values()) - set(class_names))
+    if bad_targets:
+        raise DataError(
+            f"class map targets {bad_targets} are not classes of the model {class_names}"
+        )
+    frame = table.frame.assign(label=table.frame["label"].replace(class_map))
+    unknown = sorted(set(frame["label"]) - set(class_names))
+    if unknown and not drop_unknown:
+        raise DataError(
+            f"{table.source}: classes {unknown} are not known to the model (it predicts "
+            f"{class_names}); map them with --class-map DATA=MODEL or leave them out with "
+            "--drop-unknown-classes"
+        )
+    frame = frame[frame["label"].isin(class_names)].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"{table.source}: no images of the model's classes {class_names}")
+    return ImageTable(frame, list(class_names), table.source, table.skipped)
+
+
+@dataclass(frozen=True)
+class LabelledData:
+    """Where the labelled images are, which split of them to keep, and how their class names
+    map onto a model's. Several ``paths`` are several image sources (the audit's source probe
+    tells them apart)."""
+
+    paths: tuple[str, ...]
+    split: str | None = None
+    class_map: Mapping[str, str] = field(default_factory=dict)
+    drop_unknown: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        data: str | Path | Sequence[str | Path] | LabelledData,
+        split: str | None = None,
+        class_map: Mapping[str, str] | None = None,
+        drop_unknown: bool = False,
+    ) -> LabelledData:
+        """``data`` as it is when already a LabelledData, else with the given options."""
+        if isinstance(data, LabelledData):
+            return data
+        paths = [data] if isinstance(data, (str, Path)) else list(data)
+        return cls(tuple(map(str, paths)), split, dict(class_map or {}), drop_unknown)
+
+    @property
+    def name(self) -> str:
+        return " + ".join(self.paths)
+
+    def load(self, class_names: list[str]) -> ImageTable:
+        """The labelled images, aligned with ``class_names``; with several paths, each row's
+        ``source`` is its path's folder or file name."""
+        tables = [self._load_one(path, class_names) for path in self.paths]
+        if len(tables) == 1:
+            return tables[0]
+        frames = [
+            t.frame.assign(source=Path(p).name) for t, p in zip(tables, self.paths, strict=True)
+        ]
+        return ImageTable(
+            pd.concat(frames, ignore_index=True),
+            list(class_names),
+            " + ".join(t.source for t in tables),
+            [s for t in tables for s in t.skipped],
+        )
+
+    def _load_one(self, path: str, class_names: list[str]) -> ImageTable:
+        table = load_table(path)
+        if self.split:
+            present = sorted(table.frame["split"].dropna().unique())
+            if self.split not in present:
+                raise DataError(
+                    f"{path}: no images in split {self.split!r} (splits present: {present})"
+                )
+            table = table.subset(self.split)
+        return align_classes(table, class_names, self.class_map, self.drop_unknown)

@@ -1,0 +1,100 @@
+"""One training run, start to finish: the run directory, its data, the fit and its outputs.
+
+:class:`Run` is the one path every training takes (``train``, ``--resume``, each fold of
+``--folds``, and the benchmarks): prepare (load, split, decode, lung-crop) -> fit -> outputs.
+Everything about the run lands in its run directory (docs/bundle.md). A run killed at any
+moment continues with :func:`resume` from its last checkpoint and ends as an uninterrupted run
+would have (same seed, same data, same draws).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from medsight.config import Recipe, load_recipe, save_recipe
+from medsight.data.sources import ImageTable
+from medsight.errors import MedsightError
+from medsight.training.fit import FitPlan, fit, plan_fit
+from medsight.training.prepare import (
+    Prepared,
+    crop_to_lungs,
+    prepare,
+    prepare_run_dir,
+    reload_prepared,
+)
+
+RESUME_NEEDS = ("config.yaml", "run.json", "splits.csv", "checkpoints/last.ckpt")
+
+
+class Run:
+    """A run directory with its recipe; ``devices`` processes train it (DDP when more than one:
+    every process prepares the same data, only the first one writes)."""
+
+    def __init__(self, recipe: Recipe, out: str | Path, devices: int = 1):
+        self.recipe, self.out, self.devices = recipe, Path(out), devices
+        self.writes = rank_zero_only.rank == 0
+
+    @classmethod
+    def create(
+        cls, recipe: Recipe, out: str | Path, overwrite: bool = False, devices: int = 1
+    ) -> Run:
+        """A new run directory holding the resolved recipe (``config.yaml``); refuses a folder
+        that holds something else, and replaces an earlier run only with ``overwrite``."""
+        run = cls(recipe, out, devices)
+        if run.writes:
+            prepare_run_dir(run.out, overwrite)
+            save_recipe(recipe, run.out / "config.yaml")
+        return run
+
+    @classmethod
+    def reopen(cls, out: str | Path, devices: int = 1) -> Run:
+        """An interrupted run, to be resumed with its own recipe and splits."""
+        out = Path(out)
+        for needed in RESUME_NEEDS:
+            if not (out / needed).is_file():
+                raise MedsightError(
+                    f"cannot resume {out}: {Path(needed).name} is missing (a run can be "
+                    "resumed once it has finished its first epoch)"
+                )
+        return cls(load_recipe(str(out / "config.yaml")), out, devices)
+
+    def _seed(self) -> None:
+        L.seed_everything(self.recipe.train.seed, workers=True, verbose=False)
+
+    def prepare(self, data: str | Path, table: ImageTable | None = None) -> Prepared:
+        """Split and decode ``data`` (or an already hashed ``table``) and crop it to the lungs
+        when the recipe says so, recording the splits in the run directory."""
+        self._seed()
+        prepared = prepare(self.recipe, data, self.out, write=self.writes, table=table)
+        return crop_to_lungs(self.recipe, prepared, data, self.out, reuse=not self.writes)
+
+    def reload(self) -> Prepared:
+        """The data of this run as it started: its exact splits, decoded again."""
+        self._seed()
+        prepared = reload_prepared(self.recipe, self.out)
+        return crop_to_lungs(self.recipe, prepared, "", self.out, reuse=True)
+
+    def plan(self, data: Prepared) -> FitPlan:
+        """The model, loaders and callbacks a fit of this run uses."""
+        return plan_fit(self.recipe, data)
+
+    def fit(self, data: Prepared, resume: bool = False) -> Path:
+        """Fit (from the last checkpoint when ``resume``) and write the outputs."""
+        return fit(self.recipe, data, self.out, self.devices, resume=resume)
+
+
+def train(
+    recipe: Recipe, data: str | Path, out: str | Path, overwrite: bool = False, devices: int = 1
+) -> Path:
+    """Train ``recipe`` on ``data`` and write the complete run directory ``out``."""
+    run = Run.create(recipe, out, overwrite, devices)
+    return run.fit(run.prepare(data))
+
+
+def resume(out: str | Path, devices: int = 1) -> Path:
+    """Continue a killed or interrupted run from ``out/checkpoints/last.ckpt``."""
+    run = Run.reopen(out, devices)
+    return run.fit(run.reload(), resume=True)
