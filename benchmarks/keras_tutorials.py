@@ -1,4 +1,4 @@
-"""The tutorials' own Keras/TensorFlow code (GUIDE § 1), timed: the bar medsight must beat.
+"""The tutorials' own Keras/TensorFlow code (docs/tutorials.md), timed: the bar medsight must beat.
 
 Runs only in ``benchmarks/.venv-keras`` (``benchmarks/setup_keras.sh``); medsight never imports
 TensorFlow. Each recipe is written the way its tutorial wrote it:

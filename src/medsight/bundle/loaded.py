@@ -27,19 +27,25 @@ class Bundle(Predictor):
         """(N, H, W, C) uint8 images resized to the spec -> the uint8 pixels the model sees
         (cropped to the lung field when the bundle crops), for display."""
         with torch.inference_mode():
-            return self.pipeline.frame(torch.from_numpy(np.ascontiguousarray(pixels)))
+            return self.pipeline.frame(_tensor(pixels))
 
     def to_input(self, pixels: np.ndarray) -> torch.Tensor:
         """(N, H, W, C) uint8 images resized to the spec -> the normalised model input (a
         tensor without history: Grad-CAM asks for its gradient)."""
         with torch.no_grad():
-            return self.pipeline(torch.from_numpy(np.ascontiguousarray(pixels)))
+            return self.pipeline(_tensor(pixels))
 
     @torch.inference_mode()
     def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Raw (uncalibrated) logits, mirror-TTA averaged when the bundle uses TTA."""
 
         def run(chunk: np.ndarray) -> np.ndarray:
-            return self.network(torch.from_numpy(np.ascontiguousarray(chunk))).float().numpy()
+            return self.network(_tensor(chunk)).float().numpy()
 
         return self._batches(pixels, batch_size, run)
+
+
+def _tensor(pixels: np.ndarray) -> torch.Tensor:
+    """A tensor over ``pixels`` (copied only when they are not contiguous or not writable, as a
+    decoded image's array is)."""
+    return torch.from_numpy(np.require(pixels, requirements=["C", "W"]))

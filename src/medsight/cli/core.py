@@ -43,7 +43,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--devices",
         type=int,
         default=1,
-        help="train with DDP over N processes (per node; see README)",
+        help="train with DDP over N processes (per node; see docs/commands.md)",
     )
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument("--seed", type=int, help="override train.seed")

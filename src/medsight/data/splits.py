@@ -18,7 +18,6 @@ from medsight.data.sources import ImageTable
 from medsight.errors import DataError, LeakageError
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 
 
 def split_groups(frame: pd.DataFrame, by: str = "patient") -> np.ndarray:

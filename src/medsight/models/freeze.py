@@ -1,7 +1,8 @@
 """Transfer learning: train the head alone first, then unfreeze the base, all or its last stages.
 
 The head is what a new task replaces: timm's ``get_classifier()``, or a seed network's
-``classifier`` (for tutorial (d), the whole AvgPool-Dense64-Dense top, as its tutorial trains).
+``classifier`` (for tutorial (d) of docs/tutorials.md, the whole AvgPool-Dense64-Dense top, as
+its tutorial trains).
 Everything else is the base, split into stages for partial unfreezing:
 
 - timm models (and tutorial (d)'s timm ``base``): the feature stages timm reports in

@@ -2,7 +2,7 @@
 
 Why: in Kermany's data the classes differ in framing (training normals show neck and shoulders,
 pneumonia images are tightly collimated), and a classifier learns the framing instead of the
-lungs (README "Pneumonia experiments"). Cropping every image to its lung field, in training and
+lungs (docs/experiments/pneumonia.md). Cropping every image to its lung field, in training and
 serving alike, takes that shortcut away.
 
 The crop is part of the model: :class:`LungCrop` maps uint8 NHWC pixels to the cropped pixels

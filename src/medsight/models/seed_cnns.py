@@ -1,4 +1,4 @@
-"""The tutorials' own small networks, layer for layer (GUIDE § 1), in PyTorch.
+"""The tutorials' own small networks, layer for layer (docs/tutorials.md), in PyTorch.
 
 They end in logits: the softmax of the Keras originals is folded into the cross-entropy loss.
 Each has ``features`` (the conv blocks, the stages that :mod:`medsight.models.freeze` unfreezes)

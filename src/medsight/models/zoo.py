@@ -1,6 +1,7 @@
 """Model registry: a name maps to a factory, so recipes and bundles name models, not code.
 
-Registered names are the tutorials' own networks; any other name is looked up in timm.
+Registered names are the tutorials' own networks (tutorials (a)-(d) of docs/tutorials.md); any
+other name is looked up in timm.
 """
 
 from __future__ import annotations
