@@ -34,7 +34,7 @@ def cached(root: Path, sha256: str, size: tuple[int, int], channels: int) -> np.
     entry = _entry(root, sha256, size, channels)
     try:
         pixels = np.load(entry, allow_pickle=False)
-    except (OSError, ValueError):
+    except (OSError, ValueError, EOFError):  # EOFError: an empty file
         return None
     return pixels if pixels.shape == (size[0], size[1], channels) else None
 

@@ -98,8 +98,9 @@ def inspect_data(path: str | Path, threads: int = 2) -> Inspection:
             bar.update()
     result.sizes.update(size for size, _ in filter(None, shapes))
     result.modes.update(mode for _, mode in filter(None, shapes))
-    frame = frame.assign(sha256=hashes)
-    groups = frame[frame["sha256"] != ""].groupby("sha256")["path"]
+    # a file that could not be read has no hash: it is listed as unreadable, never compared
+    frame = frame.assign(sha256=[digest or None for digest in hashes])
+    groups = frame.groupby("sha256")["path"]
     result.duplicates = [sorted(paths) for _, paths in groups if len(paths) > 1]
     if table.has_splits:
         result.leakage = find_leakage(frame).summary()

@@ -87,9 +87,10 @@ def plot_prediction_grid(
 def worst_errors(
     labels: np.ndarray, probs: np.ndarray, predicted: np.ndarray, n: int
 ) -> np.ndarray:
-    """Indices of the most confident wrong predictions (highest probability of a wrong class)."""
+    """Indices of the most confident wrong predictions (highest probability of the wrongly
+    predicted class, the figure their plot titles show)."""
     wrong = np.nonzero(predicted != labels)[0]
-    confidence = 1 - probs[wrong, labels[wrong]]
+    confidence = probs[wrong, predicted[wrong]]
     return wrong[np.argsort(-confidence, kind="stable")][:n]
 
 

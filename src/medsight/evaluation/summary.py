@@ -56,7 +56,8 @@ def evaluate_predictions(
         resamples,
         seed,
     )
-    if metrics["figures"]["accuracy"]["ci_low"] == metrics["figures"]["accuracy"]["ci_high"]:
+    accuracy = metrics["figures"]["accuracy"]
+    if accuracy["ci_low"] is not None and accuracy["ci_low"] == accuracy["ci_high"]:
         correct = int(round(metrics["accuracy"] * len(y_true)))
         low, high = binomtest(correct, len(y_true)).proportion_ci(method="exact")
         metrics["notes"].append(

@@ -1,0 +1,264 @@
+"""The model card: what it says for binary and multi-class bundles, figures, data and audits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsight.bundle import BundleSpec
+from medsight.config import load_recipe
+from medsight.evaluation.card import DATA_LICENCES, model_card
+from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS
+from medsight.evaluation.summary import evaluate_predictions
+from medsight.models.lungs import LungSpec
+
+
+def _spec(**update) -> BundleSpec:
+    base = {
+        "model_name": "malaria_lenet",
+        "class_names": ["NORMAL", "PNEUMONIA"],
+        "positive_class": "PNEUMONIA",
+        "image_size": (64, 48),
+        "channels": 1,
+        "mean": (0.5,),
+        "std": (0.25,),
+        "threshold": 0.4321,
+        "threshold_rule": "youden on the validation split",
+        "temperature": 1.5,
+    }
+    return BundleSpec(**{**base, **update})
+
+
+MULTI = {"class_names": ["COVID", "normal", "pneumonia"], "positive_class": None}
+
+
+def _lines(card: str) -> list[str]:
+    return card.splitlines()
+
+
+def test_not_for_clinical_use_comes_first() -> None:
+    card = model_card(_spec(), {})
+    lines = _lines(card)
+    assert lines[0] == "# Model card: malaria_lenet"  # no recipe: the model's name
+    assert lines[2].startswith("**Not for clinical use.**")
+    assert "Do not use it to diagnose or treat patients." in lines[2]
+    assert card.endswith("\n")
+
+
+def test_the_title_is_the_recipe_when_the_bundle_has_one() -> None:
+    assert model_card(_spec(recipe="pneumonia"), {}).startswith("# Model card: pneumonia\n")
+
+
+def test_binary_card_names_the_disease_class_and_the_threshold() -> None:
+    lines = _lines(model_card(_spec(), {}))
+    assert (
+        "Research on classifying NORMAL, PNEUMONIA images (disease class: PNEUMONIA). "
+        "Inputs should resemble the training data (same modality, view and preprocessing)."
+    ) in lines
+    assert (
+        "- Threshold 0.4321 on the calibrated probability (youden on the validation split)" in lines
+    )
+    assert "- Temperature scaling: T = 1.500 (fitted on the validation split)" in lines
+    assert not any("Multi-class" in line for line in lines)
+
+
+def test_multiclass_card_has_no_threshold_and_its_own_rows() -> None:
+    card = model_card(_spec(**MULTI), {"accuracy": 0.8})
+    lines = _lines(card)
+    assert "- Multi-class: the most probable class is predicted" in lines
+    assert not any(line.startswith("- Threshold") for line in lines)
+    assert "disease class" not in card
+    table = [line for line in lines if line.startswith("| ") and "Figure" not in line]
+    assert [line.split(" | ")[0][2:] for line in table] == [label for _, label in MULTICLASS_ROWS]
+    assert "| F1 (macro) | n/a |" in lines
+
+
+def test_a_positive_class_with_three_classes_is_multiclass() -> None:
+    spec = _spec(class_names=["a", "b", "c"], positive_class="b")
+    assert "- Multi-class: the most probable class is predicted" in _lines(model_card(spec, {}))
+
+
+def test_binary_rows_are_all_listed_in_order() -> None:
+    lines = _lines(model_card(_spec(), {}))
+    start = lines.index("| Figure | Value |") + 2
+    labels = [line.split(" | ")[0][2:] for line in lines[start : start + len(BINARY_ROWS)]]
+    assert labels == [label for _, label in BINARY_ROWS]
+
+
+@pytest.mark.parametrize(
+    ("metrics", "row"),
+    [
+        (
+            {"accuracy": 0.9, "figures": {"accuracy": {"ci_low": 0.85, "ci_high": 0.9512}}},
+            "| Accuracy | 0.900 (95 % CI 0.850 to 0.951) |",
+        ),
+        ({"accuracy": 0.9}, "| Accuracy | 0.900 |"),  # no figures: no interval
+        (
+            {"accuracy": 0.9, "figures": {"accuracy": {"ci_low": None, "ci_high": None}}},
+            "| Accuracy | 0.900 |",
+        ),
+        ({"accuracy": None}, "| Accuracy | n/a |"),
+        ({}, "| Accuracy | n/a |"),
+        ({"roc_auc": 0.0}, "| ROC-AUC | 0.000 |"),  # zero is a figure, not a missing one
+    ],
+)
+def test_figures_with_and_without_intervals(metrics: dict, row: str) -> None:
+    assert row in _lines(model_card(_spec(), metrics))
+
+
+def test_a_real_evaluation_renders_every_figure_with_its_interval() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    logits = np.stack([-y * 1.5, y * 1.5], axis=1) + rng.normal(0, 1.5, (120, 2))
+    spec = _spec()
+    metrics = {**evaluate_predictions(y, logits, spec, resamples=100), "split": "test"}
+    lines = _lines(model_card(spec, metrics))
+    assert "## Performance (test set, 120 images)" in lines
+    for key, label in BINARY_ROWS:
+        figure = metrics["figures"][key]
+        expected = (
+            f"| {label} | {metrics[key]:.3f} (95 % CI {figure['ci_low']:.3f} to "
+            f"{figure['ci_high']:.3f}) |"
+        )
+        assert expected in lines, key
+    calibration = metrics["calibration"]
+    assert (
+        f"- Expected calibration error {calibration['ece_before']:.3f} before, "
+        f"{calibration['ece_after']:.3f} after"
+    ) in lines
+    majority = metrics["baselines"]
+    assert (
+        f"| Baseline: always {majority['majority_class']} (accuracy) | "
+        f"{majority['majority_accuracy']:.3f} |"
+    ) in lines
+
+
+def test_without_split_or_count_the_set_is_an_evaluation_of_zero_images() -> None:
+    lines = _lines(model_card(_spec(), {}))
+    assert "## Performance (evaluation set, 0 images)" in lines
+    assert not any(line.startswith("- Expected calibration error") for line in lines)
+    assert not any("Baseline" in line for line in lines)
+    assert "- Source: unknown" in lines
+    assert "- Split by: n/a; leakage check: not checked" in lines
+
+
+def test_split_and_leakage_facts_are_quoted() -> None:
+    metrics = {"split_by": "patient", "leakage": "no patient in two splits"}
+    assert "- Split by: patient; leakage check: no patient in two splits" in _lines(
+        model_card(_spec(), metrics)
+    )
+
+
+@pytest.mark.parametrize(
+    ("lungs", "expected"),
+    [
+        (
+            LungSpec(val_dice=0.91234, trained_on="JSRT masks"),
+            "- Every image is first cropped to its lung field by a U-Net "
+            "(tu-tf_efficientnet_lite0, 128 px; trained on JSRT masks, Dice 0.912 on held-out "
+            "masks); images without a believable lung field are left whole",
+        ),
+        (
+            LungSpec(encoder="resnet18", size=96),
+            "- Every image is first cropped to its lung field by a U-Net (resnet18, 96 px; "
+            "trained on unknown masks); images without a believable lung field are left whole",
+        ),
+    ],
+)
+def test_lung_crop_line(lungs: LungSpec, expected: str) -> None:
+    lines = _lines(model_card(_spec(lung_crop=lungs), {}))
+    assert expected in lines
+    # it sits in the Model section, right after the architecture
+    assert lines[lines.index(expected) - 1].startswith("- Architecture: `malaria_lenet`")
+
+
+def test_no_lung_crop_line_without_a_lung_crop() -> None:
+    assert "lung field" not in model_card(_spec(), {})
+
+
+@pytest.mark.parametrize(("exposure", "equalised"), [("equalize", True), ("none", False)])
+def test_architecture_line(exposure: str, equalised: bool) -> None:
+    lines = _lines(model_card(_spec(exposure=exposure), {}))
+    line = next(line for line in lines if line.startswith("- Architecture"))
+    assert line.startswith(
+        "- Architecture: `malaria_lenet`; input 64x48, 1 channel(s), mean [0.5], std [0.25]"
+    )
+    assert line.endswith("; every image histogram-equalised first") is equalised
+
+
+def test_training_line_with_and_without_a_recipe() -> None:
+    recipe = load_recipe("malaria")
+    lines = _lines(model_card(_spec(medsight_version="9.9.9"), {}, recipe))
+    assert f"- Trained by medsight 9.9.9 with the recipe `malaria`: {recipe.description}" in lines
+    assert "- Trained by medsight (unknown version)" in _lines(model_card(_spec(), {}))
+
+
+@pytest.mark.parametrize(
+    ("source", "licences"),
+    [
+        ("folder /data/malaria", ["malaria"]),
+        ("csv /data/Chest_XRay/test.csv", ["chest_xray"]),
+        ("csv /runs/covid/curation.csv", ["covid"]),
+        ("folder /data/covid + folder /data/chest_xray", ["chest_xray", "covid"]),
+        ("folder /data/my_hospital", []),
+    ],
+)
+def test_data_licence_lines_follow_the_source(source: str, licences: list[str]) -> None:
+    metrics = {"data": {"source": source}}
+    lines = _lines(model_card(_spec(), metrics))
+    assert f"- Source: {source}" in lines
+    found = [line for line in lines if line.startswith("- Licence: ")]
+    assert found == [f"- Licence: {DATA_LICENCES[key]}" for key in licences]
+
+
+def _limitations(card: str) -> list[str]:
+    lines = _lines(card)
+    return lines[lines.index("## Known limitations") + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("audit", "expected", "absent"),
+    [
+        (
+            {"warnings": ["the model's features tell the image sources apart"]},
+            ["- Shortcut audit: the model's features tell the image sources apart"],
+            ["no shortcut found", "No shortcut audit run yet"],
+        ),
+        (
+            {"warnings": ["one", "two"]},
+            ["- Shortcut audit: one", "- Shortcut audit: two"],
+            ["no shortcut found"],
+        ),
+        (
+            {"warnings": []},
+            ["- Shortcut audit: no shortcut found by the source and occlusion probes."],
+            ["No shortcut audit run yet"],
+        ),
+        (None, ["- No shortcut audit run yet (`medsight audit`)."], ["Shortcut audit:"]),
+    ],
+)
+def test_audit_findings(audit, expected: list[str], absent: list[str]) -> None:
+    card = model_card(_spec(), {}, audit=audit)
+    limitations = _limitations(card)
+    for line in expected:
+        assert line in limitations
+    for text in absent:
+        assert text not in card
+
+
+def test_notes_and_the_split_warning_are_limitations() -> None:
+    metrics = {
+        "notes": ["roc_auc undefined: only one class among the true labels"],
+        "split_warning": "split by IMAGE, not by patient",
+    }
+    limitations = _limitations(model_card(_spec(), metrics))
+    assert limitations[0].startswith("- Figures come from one dataset")
+    assert limitations[1:] == [
+        "- roc_auc undefined: only one class among the true labels",
+        "- split by IMAGE, not by patient",
+        "- No shortcut audit run yet (`medsight audit`).",
+    ]
+
+
+def test_no_split_warning_no_line() -> None:
+    assert len(_limitations(model_card(_spec(), {"split_warning": ""}))) == 2
