@@ -17,6 +17,9 @@ class UnreadableImageError(DataError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self):  # picklable, so worker processes can report it
+        return type(self), (self.path, self.reason)
+
 
 class LeakageError(DataError):
     """A patient or an identical image appears in more than one split."""

@@ -126,7 +126,8 @@ def test_a_map_onto_classes_the_model_lacks_is_an_error_naming_them() -> None:
 def test_of_keeps_an_instance_as_it_is() -> None:
     data = LabelledData(("a", "b"), "test", {"x": "y"}, True)
     assert LabelledData.of(data) is data
-    assert LabelledData.of(data, split="val", drop_unknown=False) is data  # options ignored
+    with pytest.raises(DataError, match="not both"):  # never silently dropped
+        LabelledData.of(data, split="val")
 
 
 @pytest.mark.parametrize(

@@ -107,3 +107,176 @@ def test_resume_needs_a_checkpoint(tmp_path: Path) -> None:
 
     with pytest.raises(MedsightError, match="config.yaml is missing"):
         resume(tmp_path)
+
+
+# --- Run: create, reopen, plan, prepare ---------------------------------------------------
+
+SMALL = [
+    "data.limit=120",
+    "data.image_size=[32,32]",
+    "train.epochs=1",
+    "train.num_workers=0",
+    "train.batch_size=16",
+    "preprocess.mean=[0.5]",  # not the identity: the normalisation shows
+    "preprocess.std=[0.25]",
+]
+
+
+@pytest.fixture(scope="module")
+def small_recipe():
+    from medsight.config import load_recipe
+
+    return load_recipe("malaria-lenet", SMALL)
+
+
+@pytest.fixture(scope="module")
+def prepared_run(small_recipe, malaria_subset: Path, tmp_path_factory):
+    from medsight.training.run import Run
+
+    run = Run.create(small_recipe, tmp_path_factory.mktemp("prepared") / "run")
+    return run, run.prepare(malaria_subset)
+
+
+def test_create_refuses_a_folder_that_is_not_a_run(small_recipe, tmp_path: Path) -> None:
+    from medsight.errors import MedsightError
+    from medsight.training.run import Run
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(MedsightError, match=r"is not empty; choose a new --out folder") as caught:
+        Run.create(small_recipe, tmp_path)
+    assert "--resume" in str(caught.value) and "--overwrite" in str(caught.value)
+    with pytest.raises(MedsightError, match="is not empty and is not a medsight run directory"):
+        Run.create(small_recipe, tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_create_writes_the_resolved_recipe(small_recipe, tmp_path: Path) -> None:
+    from medsight.config import load_recipe
+    from medsight.training.run import Run
+
+    run = Run.create(small_recipe, tmp_path / "new" / "run")
+    assert run.out == tmp_path / "new" / "run" and run.writes
+    assert sorted(p.name for p in run.out.iterdir()) == ["config.yaml"]
+    assert load_recipe(str(run.out / "config.yaml")) == small_recipe
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (Run.create(small_recipe, empty).out / "config.yaml").is_file()  # empty is fine
+
+
+def test_create_overwrites_an_earlier_run_only_when_asked(small_recipe, tmp_path: Path) -> None:
+    from medsight.errors import MedsightError
+    from medsight.training.run import Run
+
+    Run.create(small_recipe, tmp_path)
+    with pytest.raises(MedsightError, match="is not empty"):
+        Run.create(small_recipe, tmp_path)
+    other = small_recipe.model_copy(update={"name": "other"})
+    Run.create(other, tmp_path, overwrite=True)
+    assert "name: other" in (tmp_path / "config.yaml").read_text()
+
+
+def test_overwrite_leaves_nothing_of_the_earlier_run(small_recipe, tmp_path: Path) -> None:
+    from medsight.training.run import Run
+
+    Run.create(small_recipe, tmp_path)
+    (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"the earlier run's weights")
+    Run.create(small_recipe, tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+@pytest.mark.parametrize("missing", ["config.yaml", "run.json", "splits.csv", "last.ckpt"])
+def test_reopen_names_the_missing_file(small_recipe, tmp_path: Path, missing: str) -> None:
+    from medsight.config import save_recipe
+    from medsight.errors import MedsightError
+    from medsight.training.run import RESUME_NEEDS, Run
+
+    save_recipe(small_recipe, tmp_path / "config.yaml")
+    (tmp_path / "checkpoints").mkdir()
+    for needed in RESUME_NEEDS:
+        if Path(needed).name != "config.yaml":
+            (tmp_path / needed).write_text("x")
+    (tmp_path / next(n for n in RESUME_NEEDS if n.endswith(missing))).unlink()
+    with pytest.raises(MedsightError) as caught:
+        Run.reopen(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"cannot resume {tmp_path}: {missing} is missing")
+    assert "finished its first epoch" in message
+
+
+def test_reopen_takes_the_runs_own_recipe(small_recipe, tmp_path: Path) -> None:
+    from medsight.config import save_recipe
+    from medsight.training.run import RESUME_NEEDS, Run
+
+    recipe = small_recipe.model_copy(update={"name": "saved"})
+    save_recipe(recipe, tmp_path / "config.yaml")
+    (tmp_path / "checkpoints").mkdir()
+    for needed in RESUME_NEEDS[1:]:
+        (tmp_path / needed).write_text("x")
+    run = Run.reopen(tmp_path, devices=2)
+    assert run.recipe.name == "saved" and run.recipe == recipe
+    assert run.out == tmp_path and run.devices == 2
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_text() == "x"  # untouched
+
+
+def test_plan_normalises_batches_exactly_like_the_bundle(prepared_run) -> None:
+    from medsight.bundle import InputPipeline
+
+    run, data = prepared_run
+    plan = run.plan(data)
+    bundle_pipeline = InputPipeline.from_spec(plan.spec)
+    assert plan.spec.mean == (0.5,) and plan.spec.std == (0.25,)
+    assert plan.spec.image_size == (32, 32) and plan.spec.class_names == data.table.class_names
+    images, _ = next(iter(plan.val))
+    trained = plan.module.pipeline.normalize(images)
+    served = bundle_pipeline(images.permute(0, 2, 3, 1))  # the bundle gets (N, H, W, C)
+    assert trained.dtype == torch.float32
+    assert torch.equal(trained, served)
+    expected = (images.float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(trained, expected)
+    assert trained.min() < 0  # really normalised, not just scaled to [0, 1]
+    augmented, _ = next(iter(plan.train))  # augmented floats go through the same module
+    torch.testing.assert_close(plan.module.pipeline.normalize(augmented), (augmented - 0.5) / 0.25)
+
+
+def test_plan_loaders_give_augmented_floats_and_plain_uint8(prepared_run) -> None:
+    run, data = prepared_run
+    plan = run.plan(data)
+    split, labels = data.split, data.table.labels
+    batch = run.recipe.train.batch_size
+    images, targets = next(iter(plan.train))
+    assert images.dtype == torch.float32 and images.shape[1:] == (3, 32, 32)
+    assert len(images) == batch and targets.dtype == torch.int64
+    assert 0 <= images.min() and images.max() <= 1
+    grey_levels = images * 255
+    assert not torch.allclose(grey_levels, grey_levels.round())  # resampled by the augmentation
+    assert sum(len(y) for _, y in plan.train) == (split == "train").sum()
+
+    val_images, val_targets = next(iter(plan.val))
+    assert val_images.dtype == torch.uint8 and val_images.shape[1:] == (3, 32, 32)
+    val_pixels = data.pixels[split == "val"]
+    expected = torch.from_numpy(val_pixels[: len(val_images)]).permute(0, 3, 1, 2)
+    assert torch.equal(val_images, expected)  # in order, unaugmented
+    assert val_targets.tolist() == labels[split == "val"][: len(val_images)].tolist()
+    assert sum(len(y) for _, y in plan.val) == (split == "val").sum()
+
+
+def test_the_same_run_prepared_twice_gives_identical_splits(
+    prepared_run, malaria_subset: Path, small_recipe, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from medsight.training.run import Run
+
+    run, first = prepared_run
+    splits = (run.out / "splits.csv").read_text()
+    again = run.prepare(malaria_subset)
+    assert (run.out / "splits.csv").read_text() == splits
+    pd.testing.assert_frame_equal(again.table.frame, first.table.frame)
+    assert np.array_equal(again.pixels, first.pixels)
+    assert set(first.split) == {"train", "val", "test"} and len(first.split) == 120
+    elsewhere = Run.create(small_recipe, tmp_path / "elsewhere")
+    elsewhere.prepare(malaria_subset)
+    assert (elsewhere.out / "splits.csv").read_text() == splits

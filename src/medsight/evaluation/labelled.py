@@ -55,6 +55,13 @@ def align_classes(
     return ImageTable(frame, list(class_names), table.source, table.skipped)
 
 
+def source_names(paths: Sequence[str]) -> list[str]:
+    """A short name per path: its folder or file name, or the whole path where two share one
+    (``siteA/test`` and ``siteB/test`` are two sources, not one)."""
+    names = [Path(p).name for p in paths]
+    return [p if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
+
+
 @dataclass(frozen=True)
 class LabelledData:
     """Where the labelled images are, which split of them to keep, and how their class names
@@ -74,8 +81,14 @@ class LabelledData:
         class_map: Mapping[str, str] | None = None,
         drop_unknown: bool = False,
     ) -> LabelledData:
-        """``data`` as it is when already a LabelledData, else with the given options."""
+        """``data`` as it is when already a LabelledData (which then takes no options: it
+        holds its own), else with the given options."""
         if isinstance(data, LabelledData):
+            if split is not None or class_map or drop_unknown:
+                raise DataError(
+                    "give split, class map and drop-unknown either in the LabelledData or as "
+                    "options, not both"
+                )
             return data
         paths = [data] if isinstance(data, (str, Path)) else list(data)
         return cls(tuple(map(str, paths)), split, dict(class_map or {}), drop_unknown)
@@ -86,12 +99,13 @@ class LabelledData:
 
     def load(self, class_names: list[str]) -> ImageTable:
         """The labelled images, aligned with ``class_names``; with several paths, each row's
-        ``source`` is its path's folder or file name."""
+        ``source`` names its path (:func:`source_names`)."""
         tables = [self._load_one(path, class_names) for path in self.paths]
         if len(tables) == 1:
             return tables[0]
         frames = [
-            t.frame.assign(source=Path(p).name) for t, p in zip(tables, self.paths, strict=True)
+            t.frame.assign(source=name)
+            for t, name in zip(tables, source_names(self.paths), strict=True)
         ]
         return ImageTable(
             pd.concat(frames, ignore_index=True),

@@ -7,6 +7,7 @@ run prepares identical data without talking to the others.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
             raise MedsightError(
                 f"{out} is not empty and is not a medsight run directory; refusing to overwrite it"
             )
+        # nothing of the earlier run may stay: a resume would take its checkpoints for ours
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
 
