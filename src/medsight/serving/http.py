@@ -18,6 +18,7 @@ PAGE_CSP = (
     "form-action 'none'; frame-ancestors 'none'"
 )
 log = logging.getLogger("medsight.serving")
+INTERNAL_ERROR = (500, "internal_error", "the server failed on this request; see its log")
 
 
 class ApiError(Exception):
@@ -51,9 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", "; ".join(problems))
 
     async def crashed(_: Request, exc: Exception) -> Response:
-        return error_response(
-            500, "internal_error", "the server failed on this request; see its log"
-        )
+        return error_response(*INTERNAL_ERROR)
 
     app.add_exception_handler(ApiError, refused)
     app.add_exception_handler(HTTPException, http_error)
@@ -82,7 +81,11 @@ async def headers_and_log(
     """Security headers, no caching of results, and one log line per request: method, path,
     status and time only (never a file name, a form field or a header value)."""
     start = time.perf_counter()
-    response = await call_next(request)
+    try:
+        response = await call_next(request)
+    except Exception:  # a crash still gets the error shape, the headers and its log line
+        log.exception("%s %s failed", request.method, request.url.path)
+        response = error_response(*INTERNAL_ERROR)
     path = request.url.path
     response.headers["X-Content-Type-Options"] = "nosniff"
     if path.startswith("/v1/"):
