@@ -187,6 +187,17 @@ def test_overwrite_leaves_nothing_of_the_earlier_run(small_recipe, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
 
 
+def test_overwrite_never_deletes_the_runs_own_data(small_recipe, tmp_path: Path) -> None:
+    from medsight.errors import MedsightError
+    from medsight.training.run import Run
+
+    Run.create(small_recipe, tmp_path)
+    (tmp_path / "splits.csv").write_text("path,label\n")  # e.g. --data RUN/splits.csv
+    with pytest.raises(MedsightError, match="lies inside .* --overwrite would delete"):
+        Run.create(small_recipe, tmp_path, overwrite=True, data=tmp_path / "splits.csv")
+    assert (tmp_path / "splits.csv").is_file() and (tmp_path / "config.yaml").is_file()
+
+
 @pytest.mark.parametrize("missing", ["config.yaml", "run.json", "splits.csv", "last.ckpt"])
 def test_reopen_names_the_missing_file(small_recipe, tmp_path: Path, missing: str) -> None:
     from medsight.config import save_recipe

@@ -36,7 +36,7 @@ def cross_validate(
     """Train one model per fold into ``out/fold-k`` and pool their held-out predictions."""
     if folds < 2:
         raise ConfigError(f"--folds needs at least 2 folds, got {folds}")
-    parent = Run.create(recipe, out, overwrite, devices)
+    parent = Run.create(recipe, out, overwrite, devices, data)
     out = parent.out
     table = hashed_table(recipe, data, out if parent.writes else None)
     if table.has_splits:

@@ -63,8 +63,9 @@ def positive_class(class_names: list[str], configured: str | None) -> str | None
     return class_names[1]
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to write into a folder that already holds something, unless asked to."""
+def prepare_run_dir(out: Path, overwrite: bool, inputs: tuple[str | Path, ...] = ()) -> None:
+    """Refuse to write into a folder that already holds something, unless asked to; replacing
+    an earlier run deletes it, so none of the run's ``inputs`` may lie inside it."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise MedsightError(
@@ -74,6 +75,12 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
         if not (out / "config.yaml").is_file():
             raise MedsightError(
                 f"{out} is not empty and is not a medsight run directory; refusing to overwrite it"
+            )
+        inside = [p for p in inputs if Path(p).expanduser().resolve().is_relative_to(out.resolve())]
+        if inside:
+            raise MedsightError(
+                f"{inside[0]} lies inside {out}, which --overwrite would delete; copy it out "
+                "first or choose another --out"
             )
         # nothing of the earlier run may stay: a resume would take its checkpoints for ours
         shutil.rmtree(out)

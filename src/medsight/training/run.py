@@ -39,13 +39,19 @@ class Run:
 
     @classmethod
     def create(
-        cls, recipe: Recipe, out: str | Path, overwrite: bool = False, devices: int = 1
+        cls,
+        recipe: Recipe,
+        out: str | Path,
+        overwrite: bool = False,
+        devices: int = 1,
+        data: str | Path | None = None,
     ) -> Run:
         """A new run directory holding the resolved recipe (``config.yaml``); refuses a folder
-        that holds something else, and replaces an earlier run only with ``overwrite``."""
+        that holds something else, and replaces (deletes) an earlier run only with
+        ``overwrite``, never one that holds the run's own ``data`` or starting weights."""
         run = cls(recipe, out, devices)
         if run.writes:
-            prepare_run_dir(run.out, overwrite)
+            prepare_run_dir(run.out, overwrite, run._inputs(data))
             save_recipe(recipe, run.out / "config.yaml")
         return run
 
@@ -60,6 +66,12 @@ class Run:
                     "resumed once it has finished its first epoch)"
                 )
         return cls(load_recipe(str(out / "config.yaml")), out, devices)
+
+    def _inputs(self, data: str | Path | None) -> tuple[str | Path, ...]:
+        """The files and folders the run reads: its data, pretrained weights and lung model."""
+        lungs = self.recipe.preprocess.lung_crop
+        found = [data, self.recipe.model.pretrained, lungs.model if lungs else None]
+        return tuple(p for p in found if p and p != "imagenet" and Path(p).expanduser().exists())
 
     def _seed(self) -> None:
         L.seed_everything(self.recipe.train.seed, workers=True, verbose=False)
@@ -90,7 +102,7 @@ def train(
     recipe: Recipe, data: str | Path, out: str | Path, overwrite: bool = False, devices: int = 1
 ) -> Path:
     """Train ``recipe`` on ``data`` and write the complete run directory ``out``."""
-    run = Run.create(recipe, out, overwrite, devices)
+    run = Run.create(recipe, out, overwrite, devices, data)
     return run.fit(run.prepare(data))
 
 
