@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medsight.bundle import Bundle, load_bundle, read_bundle
+from medsight.bundle import Bundle, bundle_folder, load_bundle
 from medsight.data.sources import ImageTable
 from medsight.errors import DataError
 from medsight.evaluation.card import model_card
@@ -239,8 +239,8 @@ def audit_bundle(
     metrics = json.loads((out / "metrics.json").read_text())
     card = model_card(bundle.spec, metrics, recipe_of(out), audit)
     atomic_write_text(out / "model_card.md", card)
-    _, _, bundle_folder = read_bundle(bundle_path, weights=False)
-    if bundle_folder.resolve().parent == out.resolve():  # auditing a run in its own folder
-        atomic_write_text(bundle_folder / "model_card.md", card)
+    folder = bundle_folder(bundle_path)
+    if folder.resolve().parent == out.resolve():  # auditing a run in its own folder
+        atomic_write_text(folder / "model_card.md", card)
     write_report(out)
     return audit
