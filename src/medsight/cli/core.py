@@ -47,7 +47,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument("--seed", type=int, help="override train.seed")
-    train.add_argument("--overwrite", action="store_true", help="delete an earlier run in --out and train afresh there")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an earlier run in --out and train afresh there",
+    )
     train.add_argument(
         "overrides",
         nargs="*",
