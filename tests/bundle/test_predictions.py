@@ -36,8 +36,15 @@ MULTI = make_spec(["a", "b", "c"])
 
 
 def test_prediction_columns_binary_and_multiclass() -> None:
-    assert prediction_columns(BINARY) == ["probability", "prediction", "p_NORMAL", "p_PNEUMONIA"]
-    assert prediction_columns(MULTI) == ["probability", "prediction", "p_a", "p_b", "p_c"]
+    assert prediction_columns(BINARY) == [
+        "probability",
+        "prediction",
+        "p_NORMAL",
+        "p_PNEUMONIA",
+        "in_domain",
+        "domain_score",
+    ]
+    assert prediction_columns(MULTI)[:5] == ["probability", "prediction", "p_a", "p_b", "p_c"]
 
 
 @pytest.mark.parametrize("spec", [BINARY, MULTI], ids=["binary", "multiclass"])

@@ -32,10 +32,10 @@ class FixedLogits(Predictor):
         first = pixels.reshape(len(pixels), -1)[:, 0].astype(np.float64)
         return np.stack([first / 50, -first / 80, np.cos(first)], axis=1)
 
-    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        def run(chunk: np.ndarray) -> np.ndarray:
+    def outputs(self, pixels: np.ndarray, batch_size: int = 64):
+        def run(chunk: np.ndarray):
             self.chunk_sizes.append(len(chunk))
-            return self.row_logits(chunk)
+            return self.row_logits(chunk), None
 
         return self._batches(pixels, batch_size, run)
 

@@ -10,23 +10,28 @@ It sits above ``data`` and ``models`` and below training, evaluation, explanatio
 and imports none of them.
 """
 
+from medsight.bundle.domain import DomainGuard, DomainSpec, fit_guard
 from medsight.bundle.folder import bundle_folder, load_bundle, read_bundle, read_spec, save_bundle
 from medsight.bundle.loaded import Bundle
 from medsight.bundle.pipeline import InputPipeline, PixelsToLogits
 from medsight.bundle.predictions import prediction_columns, predictions_frame
-from medsight.bundle.predictor import Predictor
+from medsight.bundle.predictor import Answers, Predictor
 from medsight.bundle.runtime import OnnxPredictor, load_predictor
 from medsight.bundle.spec import BundleSpec, decide, softmax
 
 __all__ = [
+    "Answers",
     "Bundle",
     "BundleSpec",
+    "DomainGuard",
+    "DomainSpec",
     "InputPipeline",
     "OnnxPredictor",
     "PixelsToLogits",
     "Predictor",
     "bundle_folder",
     "decide",
+    "fit_guard",
     "load_bundle",
     "load_predictor",
     "prediction_columns",

@@ -1,8 +1,9 @@
 """The bundle folder: written atomically, read safely, and found inside a run directory.
 
 A bundle folder holds ``model.safetensors`` (weights only: loading never unpickles code),
-``bundle.json`` (its :class:`~medsight.bundle.spec.BundleSpec`), ``model_card.md``, and for a
-bundle that crops to the lungs the lung U-Net's ``lungs.safetensors``. A run directory that
+``bundle.json`` (its :class:`~medsight.bundle.spec.BundleSpec`), ``model_card.md``, the domain
+guard's ``domain.safetensors``, and for a bundle that crops to the lungs the lung U-Net's
+``lungs.safetensors``. A run directory that
 holds ``bundle/`` is accepted wherever a bundle is.
 """
 
@@ -16,6 +17,8 @@ import torch
 from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
+from medsight.bundle.domain import WEIGHTS_FILE as DOMAIN_WEIGHTS
+from medsight.bundle.domain import DomainGuard
 from medsight.bundle.loaded import Bundle
 from medsight.bundle.spec import FORMAT_VERSION, BundleSpec
 from medsight.errors import MedsightError
@@ -39,6 +42,7 @@ def save_bundle(
     spec: BundleSpec,
     card: str | None = None,
     lung_crop: LungCrop | None = None,
+    guard: DomainGuard | None = None,
 ) -> Path:
     """Write a bundle (and its model card) atomically: a kill never leaves a half-written one."""
     from medsight import __version__
@@ -54,6 +58,8 @@ def save_bundle(
         save_file(state, str(tmp / WEIGHTS_FILE))
         if lung_crop is not None:
             save_file(lung_crop.weights(), str(tmp / LUNG_WEIGHTS))
+        if guard is not None:
+            save_file(guard.weights(), str(tmp / DOMAIN_WEIGHTS))
         (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
         if card:
             (tmp / CARD_FILE).write_text(card)
@@ -107,4 +113,11 @@ def load_bundle(folder: str | Path) -> Bundle:
                 f"{folder}: the bundle crops to the lungs but {LUNG_WEIGHTS} is missing"
             )
         lung_crop = lung_crop_from(spec.lung_crop, load_file(str(folder / LUNG_WEIGHTS)))
-    return Bundle(model, spec, lung_crop)
+    guard = None
+    if spec.domain is not None:
+        if not (folder / DOMAIN_WEIGHTS).is_file():
+            raise MedsightError(
+                f"{folder}: bundle.json describes a domain guard but {DOMAIN_WEIGHTS} is missing"
+            )
+        guard = DomainGuard.from_weights(load_file(str(folder / DOMAIN_WEIGHTS)))
+    return Bundle(model, spec, lung_crop, guard)

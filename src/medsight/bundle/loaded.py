@@ -6,22 +6,34 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsight.bundle.pipeline import InputPipeline, PixelsToLogits
+from medsight.bundle.domain import DomainGuard
+from medsight.bundle.pipeline import InputPipeline, PixelsToLogits, WithDomain
 from medsight.bundle.predictor import Predictor
 from medsight.bundle.spec import BundleSpec
 from medsight.models.lungs import LungCrop
 
 
 class Bundle(Predictor):
-    """The model in eval mode, its spec, and the network the spec describes (lung crop,
-    exposure, normalisation, model, TTA)."""
+    """The model in eval mode, its spec, the network the spec describes (lung crop, exposure,
+    normalisation, model, TTA) and its domain guard (None for bundles made before guards)."""
 
     engine = "torch"
 
-    def __init__(self, model: nn.Module, spec: BundleSpec, lung_crop: LungCrop | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: BundleSpec,
+        lung_crop: LungCrop | None = None,
+        guard: DomainGuard | None = None,
+    ):
         self.model, self.spec, self.lung_crop = model.eval(), spec, lung_crop
+        self.guard = guard.eval() if guard is not None and spec.domain is not None else None
         self.pipeline = InputPipeline.from_spec(spec, lung_crop)
         self.network = PixelsToLogits(self.pipeline, self.model, spec.tta).eval()
+
+    def graph(self) -> nn.Module:
+        """The module to export: pixels -> logits, or -> (logits, domain distance)."""
+        return self.network if self.guard is None else WithDomain(self.network, self.guard)
 
     def framed(self, pixels: np.ndarray) -> torch.Tensor:
         """(N, H, W, C) uint8 images resized to the spec -> the uint8 pixels the model sees
@@ -36,13 +48,29 @@ class Bundle(Predictor):
             return self.pipeline(_tensor(pixels))
 
     @torch.inference_mode()
-    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Raw (uncalibrated) logits, mirror-TTA averaged when the bundle uses TTA."""
+    def outputs(
+        self, pixels: np.ndarray, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw (uncalibrated) logits, mirror-TTA averaged when the bundle uses TTA, and the
+        domain guard's distances (None without a guard)."""
 
-        def run(chunk: np.ndarray) -> np.ndarray:
-            return self.network(_tensor(chunk)).float().numpy()
+        def run(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            x = _tensor(chunk)
+            logits = self.network(x).float().numpy()
+            if self.guard is None:
+                return logits, None
+            return logits, self.guard(self.pipeline.frame(x)).float().numpy()
 
         return self._batches(pixels, batch_size, run)
+
+    @torch.inference_mode()
+    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Raw logits alone (the domain guard is not run)."""
+
+        def run(chunk: np.ndarray) -> tuple[np.ndarray, None]:
+            return self.network(_tensor(chunk)).float().numpy(), None
+
+        return self._batches(pixels, batch_size, run)[0]
 
 
 def _tensor(pixels: np.ndarray) -> torch.Tensor:

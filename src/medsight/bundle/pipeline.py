@@ -75,6 +75,18 @@ class InputPipeline(nn.Module):
         return pixels if self.lung_crop is None else self.lung_crop.crop_uint8(pixels)
 
 
+class WithDomain(nn.Module):
+    """uint8 pixels -> (logits, domain distance): the network and the domain guard, which looks
+    at the image as the model sees it (lung-cropped when the bundle crops)."""
+
+    def __init__(self, network: PixelsToLogits, guard: nn.Module):
+        super().__init__()
+        self.network, self.guard = network, guard
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network(pixels), self.guard(self.network.pipeline.frame(pixels))
+
+
 class PixelsToLogits(nn.Module):
     """uint8 (N, H, W, C) pixels -> the pipeline -> the model -> logits, averaged with the
     mirror image's when the bundle uses TTA."""

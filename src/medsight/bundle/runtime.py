@@ -23,7 +23,7 @@ from medsight.errors import MedsightError
 
 log = logging.getLogger(__name__)
 ONNX_NAME = "model.onnx"
-INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+INPUT_NAME, OUTPUT_NAME, DOMAIN_NAME = "pixels", "logits", "domain_distance"
 
 
 def sha256_file(path: Path) -> str:
@@ -72,12 +72,19 @@ class OnnxPredictor(Predictor):
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise MedsightError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
+        names = {output.name for output in self.session.get_outputs()}
+        self.guarded = DOMAIN_NAME in names and spec.domain is not None
 
-    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Raw logits (mirror-TTA averaged when the bundle uses TTA), like Bundle.logits."""
+    def outputs(
+        self, pixels: np.ndarray, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw logits (mirror-TTA averaged when the bundle uses TTA) and the domain guard's
+        distances (None when the graph has no guard), like Bundle.outputs."""
+        wanted = [OUTPUT_NAME, DOMAIN_NAME] if self.guarded else [OUTPUT_NAME]
 
-        def run(chunk: np.ndarray) -> np.ndarray:
-            return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(chunk)})[0]
+        def run(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            got = self.session.run(wanted, {INPUT_NAME: np.ascontiguousarray(chunk)})
+            return got[0], got[1] if self.guarded else None
 
         return self._batches(pixels, batch_size, run)
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
+from medsight.bundle.domain import DomainSpec
 from medsight.models.lungs import LungSpec
 
 FORMAT_VERSION = 1
@@ -57,6 +58,8 @@ class BundleSpec(BaseModel):
     exposure: str = "none"  # "equalize": histogram-equalise each image before normalising
     # crop each image to its lung field first (the lung U-Net's weights: lungs.safetensors)
     lung_crop: LungSpec | None = None
+    # is an image like the training images? (domain.safetensors; None: bundles made before it)
+    domain: DomainSpec | None = None
     recipe: str | None = None
     metrics: dict[str, Any] = {}
     created: str = ""
@@ -81,6 +84,13 @@ class BundleSpec(BaseModel):
     def decide(self, probs: np.ndarray) -> np.ndarray:
         """The predicted class index of each row, at the bundle's threshold when binary."""
         return decide(probs, self.positive_index, self.threshold)
+
+    def domain_scores(self, distances: np.ndarray | None, n: int) -> np.ndarray:
+        """``domain_score`` per image (above 1: out of domain); NaN where the bundle has no
+        domain guard, so nobody reads "in domain" into a check that was never made."""
+        if self.domain is None or distances is None:
+            return np.full(n, np.nan)
+        return self.domain.scores(distances)
 
     def score(self, probs: np.ndarray) -> np.ndarray:
         """The one probability a row is summed up by: the disease class's (binary), else the

@@ -78,6 +78,14 @@ def run_predict(args: argparse.Namespace) -> None:
         f"{done.out}: {done.predicted} new, {done.already_done} already there, "
         f"{len(done.skipped)} unreadable, of {done.files} files ({done.engine})"
     )
+    if done.out_of_domain:
+        print(
+            f"warning: {done.out_of_domain} of the {done.predicted} new images are out of domain "
+            "(unlike the training images: in_domain=false); do not trust their predictions",
+            file=sys.stderr,
+        )
+    elif not done.guarded:
+        print("warning: this bundle has no domain check (in_domain is empty)", file=sys.stderr)
 
 
 def run_explain(args: argparse.Namespace) -> None:

@@ -83,6 +83,8 @@ def model_card(
         if spec.task == "binary"
         else "- Multi-class: the most probable class is predicted",
         f"- Temperature scaling: T = {spec.temperature:.3f} (fitted on the validation split)",
+        "",
+        *domain_lines(spec, metrics.get("domain")),
     ]
     calibration = metrics.get("calibration")
     if calibration:
@@ -124,3 +126,28 @@ def model_card(
         limitations.append("No shortcut audit run yet (`medsight audit`).")
     lines += [f"- {text}" for text in limitations]
     return "\n".join(lines) + "\n"
+
+
+def domain_lines(spec: BundleSpec, summary: dict[str, Any] | None) -> list[str]:
+    """The card's domain-check section: what the guard is and how often it fired."""
+    lines = ["## Domain check (is an image like the training images?)"]
+    if spec.domain is None:
+        return [
+            *lines,
+            "- None: this bundle was made before domain guards; it answers for any "
+            "image, including ones unlike its training data. Retrain to add one.",
+        ]
+    guard = spec.domain
+    lines += [
+        f"- Mahalanobis distance of {guard.features} from the {guard.fitted_on} training "
+        f"images; out of domain above the {guard.quantile:.0%} quantile of the validation "
+        f"split ({guard.val_out_of_domain:.1%} of it flagged)",
+        "- Predictions of out-of-domain images (`in_domain` false, `domain_score` above 1) are "
+        "not to be trusted: the model was never shown images like them",
+    ]
+    if summary and summary.get("out_of_domain") is not None:
+        lines.append(
+            f"- On the {summary['split']} set: {summary['flagged']} of {summary['n']} images "
+            f"flagged ({summary['out_of_domain']:.1%})"
+        )
+    return lines

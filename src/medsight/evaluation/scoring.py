@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsight.bundle import Bundle, load_bundle, predictions_frame
+from medsight.bundle import Bundle, BundleSpec, load_bundle, predictions_frame
 from medsight.data.dataset import decode_images
 from medsight.data.io import content_sha256
 from medsight.data.sources import ImageTable
 from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
 from medsight.evaluation.labelled import LabelledData
+from medsight.evaluation.metrics import classification_metrics
 from medsight.evaluation.report import write_report
-from medsight.evaluation.summary import evaluate_predictions, write_plots
+from medsight.evaluation.summary import domain_summary, evaluate_predictions, write_plots
 from medsight.fsutil import atomic_write_text
 from medsight.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +36,7 @@ class Scored:
     pixels: np.ndarray
     logits: np.ndarray
     skipped: list[tuple[str, str]]
+    domain_score: np.ndarray | None = None  # per image, above 1 out of domain; NaN: no guard
 
     @property
     def labels(self) -> np.ndarray:
@@ -59,12 +64,17 @@ def score_table(bundle: Bundle, table: ImageTable, batch_size: int = 64) -> Scor
     keep = ~table.frame["path"].isin(bad).to_numpy()
     pixels, table = pixels[keep], table.select(keep)
     logits = np.zeros((len(pixels), len(spec.class_names)), dtype=np.float32)
+    distances = np.full(len(pixels), np.nan)
     with Progress(len(pixels), "predict", "img") as bar:
         for start in range(0, len(pixels), batch_size):
             chunk = pixels[start : start + batch_size]
-            logits[start : start + len(chunk)] = bundle.logits(chunk, batch_size)
+            chunk_logits, chunk_distances = bundle.outputs(chunk, batch_size)
+            logits[start : start + len(chunk)] = chunk_logits
+            if chunk_distances is not None:
+                distances[start : start + len(chunk)] = chunk_distances
             bar.update(len(chunk))
-    return Scored(table, pixels, logits, table.skipped + failures)
+    domain_score = spec.domain_scores(distances if spec.domain else None, len(pixels))
+    return Scored(table, pixels, logits, table.skipped + failures, domain_score)
 
 
 def evaluate_bundle(
@@ -97,12 +107,14 @@ def write_evaluation(
         scored.labels, scored.logits, spec, scored.patients, resamples, seed
     )
     metrics.update(facts)
+    domain_score = _domain_score(scored, spec)
+    metrics.update(domain_metrics(scored, domain_score, spec, facts.get("split") or "evaluated"))
     metrics["title"] = f"{spec.recipe or spec.model_name} on {facts.get('data_path')}"
     metrics["skipped"] = [{"path": p, "reason": r} for p, r in scored.skipped]
     metrics["data"] = data_summary(hashed(scored.table))
     out.mkdir(parents=True, exist_ok=True)
     probs = spec.probabilities(scored.logits)
-    frame = predictions_frame(scored.table.frame, probs, spec)
+    frame = predictions_frame(scored.table.frame, probs, spec, domain_score)
     atomic_write_text(out / "predictions.csv", frame.to_csv(index=False))
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     skipped = pd.DataFrame(scored.skipped, columns=["path", "reason"])
@@ -121,3 +133,43 @@ def write_evaluation(
     atomic_write_text(out / "model_card.md", model_card(spec, metrics))
     write_report(out)
     return metrics
+
+
+def _domain_score(scored: Scored, spec: BundleSpec) -> np.ndarray:
+    if scored.domain_score is None:
+        return np.full(len(scored.logits), np.nan)
+    return scored.domain_score
+
+
+def domain_metrics(
+    scored: Scored, domain_score: np.ndarray, spec: BundleSpec, split: str
+) -> dict[str, Any]:
+    """``out_of_domain`` (the fraction flagged; None without a guard) and ``domain``: the
+    check's summary, with the figures on the in-domain images alone."""
+    guard = spec.domain.model_dump() if spec.domain else None
+    summary = domain_summary(guard, domain_score, split)
+    inside = domain_score <= 1.0
+    if guard is not None and inside.any() and not inside.all():
+        labels = scored.labels[inside]
+        figures = classification_metrics_of(labels, scored.logits[inside], spec)
+        summary["in_domain_figures"] = {"n": int(inside.sum()), **figures}
+    if summary["out_of_domain"]:
+        log.warning(
+            "%d of %d images are out of domain (unlike the bundle's training images); their "
+            "predictions are not to be trusted (predictions.csv: in_domain=false)",
+            summary["flagged"],
+            summary["n"],
+        )
+    return {"out_of_domain": summary["out_of_domain"], "domain": summary}
+
+
+def classification_metrics_of(
+    labels: np.ndarray, logits: np.ndarray, spec: BundleSpec
+) -> dict[str, Any]:
+    """The headline figures of a subset (no intervals)."""
+    probs = spec.probabilities(logits)
+    found = classification_metrics(
+        labels, probs, spec.decide(probs), spec.class_names, spec.positive_index
+    )
+    keys = ("accuracy", "sensitivity", "specificity", "roc_auc", "balanced_accuracy")
+    return {key: found.get(key) for key in keys if key in found}

@@ -79,6 +79,24 @@ def evaluate_predictions(
     return metrics
 
 
+def domain_summary(
+    guard: dict[str, Any] | None, domain_score: np.ndarray, split: str
+) -> dict[str, Any]:
+    """What the report and the model card say about the domain check on one split: how many
+    images it flagged (None: the bundle has no guard, so nobody can tell)."""
+    if guard is None:
+        return {"guard": None, "split": split, "out_of_domain": None, "n": len(domain_score)}
+    flagged = int((np.asarray(domain_score) > 1.0).sum())
+    rate = flagged / len(domain_score) if len(domain_score) else None
+    return {
+        "guard": guard,
+        "split": split,
+        "n": len(domain_score),
+        "flagged": flagged,
+        "out_of_domain": rate,
+    }
+
+
 def calibrate_spec(
     spec: BundleSpec, val_labels: np.ndarray, val_logits: np.ndarray, rule: str, calibrate: bool
 ) -> BundleSpec:

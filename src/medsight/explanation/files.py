@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from medsight.bundle import Bundle
+from medsight.bundle.predictions import in_domain_column
 from medsight.data.io import load_image
 from medsight.errors import MedsightError, UnreadableImageError
 from medsight.explanation.cam import check_method, explain, find_layer, overlay_image
@@ -26,7 +27,10 @@ COLUMNS = [
     "layer",
     "faithfulness",
     "overlay",
+    "in_domain",
+    "domain_score",
 ]
+BANNER = "OUT OF DOMAIN: unlike the training images - do not trust"
 
 
 def _png(rgb: np.ndarray) -> bytes:
@@ -34,6 +38,26 @@ def _png(rgb: np.ndarray) -> bytes:
     if not ok:
         raise MedsightError("could not encode the overlay as PNG")
     return encoded.tobytes()
+
+
+def out_of_domain_banner(rgb: np.ndarray) -> np.ndarray:
+    """The overlay with a red banner across its top saying the image is out of domain."""
+    marked = np.ascontiguousarray(rgb.copy())
+    height, width = marked.shape[:2]
+    scale = max(width / 900, 0.3)
+    band = max(int(28 * scale), 10)
+    marked[:band] = (180, 0, 0)
+    cv2.putText(
+        marked,
+        BANNER,
+        (4, int(band * 0.72)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale * 0.8,
+        (255, 255, 255),
+        max(1, int(scale * 1.5)),
+        cv2.LINE_AA,
+    )
+    return marked
 
 
 def _unique(stem: str, used: set[str]) -> str:
@@ -59,9 +83,11 @@ def explain_files(
 
     The model sees each image as predict does (resized to the bundle's input); the heat-map
     is then upsampled onto the original image, so overlays have the file's own size (for a
-    bundle that crops to the lungs, the overlay shows the crop the model saw). Returns
+    bundle that crops to the lungs, the overlay shows the crop the model saw; an image the
+    domain guard flags gets a red "out of domain" banner across its overlay). Returns
     the CSV's rows (path, prediction, probability, target, method, layer, faithfulness,
-    overlay) and the unreadable files as ``(path, reason)``, which are skipped, not fatal.
+    overlay, in_domain, domain_score) and the unreadable files as ``(path, reason)``, which
+    are skipped, not fatal.
     """
     check_method(method)  # bad options fail before any work, not after the first image
     find_layer(bundle, layer)
@@ -78,11 +104,14 @@ def explain_files(
                 log.warning("skipped %s: %s", path, exc.reason)
                 skipped.append((path, exc.reason))
                 continue
-            probs = bundle.predict_proba(pixels[None])
+            answers = bundle.answer(pixels[None])
+            probs, domain_score = answers.probs, float(answers.domain_score[0])
             found = explain(bundle, pixels, target, method, layer)
             name = _unique(f"{Path(path).stem}_{method}", used)
             # a lung-cropping bundle saw only the crop: its heat-map belongs on that
             overlay = found.overlay if bundle.lung_crop else overlay_image(original, found.heatmap)
+            if domain_score > 1.0:
+                overlay = out_of_domain_banner(overlay)
             atomic_write_bytes(out / name, _png(overlay))
             rows.append(
                 {
@@ -94,6 +123,8 @@ def explain_files(
                     "layer": found.layer,
                     "faithfulness": round(found.faithfulness, 6),
                     "overlay": name,
+                    "in_domain": in_domain_column(np.array([domain_score]))[0],
+                    "domain_score": domain_score,
                 }
             )
     frame = pd.DataFrame(rows, columns=COLUMNS)

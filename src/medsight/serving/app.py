@@ -55,7 +55,7 @@ class _Service:
         # model and toggle its gradients) never run at the same time
         self.model_pool = ThreadPoolExecutor(1, "medsight-model")
         self.batcher = MicroBatcher(
-            predictor.predict_proba, self.model_pool, limits["max_batch"], limits["batch_window_ms"]
+            _answer_rows(predictor), self.model_pool, limits["max_batch"], limits["batch_window_ms"]
         )
 
     def model_card(self) -> dict[str, Any]:
@@ -135,12 +135,19 @@ class _Service:
                 422, "unreadable_image", f"cannot decode the upload: {exc.reason}"
             ) from exc
         decoded = time.perf_counter()
-        probs, batch_size = await self.batcher.submit(pixels)
+        row, batch_size = await self.batcher.submit(pixels)
+        probs, domain_score = row[:-1], float(row[-1])
         pos = spec.positive_index
         binary = spec.task == "binary"
         decision = spec.class_names[int(spec.decide(probs[None])[0])]
+        in_domain = None if math.isnan(domain_score) else domain_score <= 1.0
         return pixels, {
             "decision": decision,
+            # false: the image is unlike the training images and the decision is not to be
+            # trusted; null: the bundle has no domain guard, so nobody can tell
+            "in_domain": in_domain,
+            "domain_score": None if in_domain is None else domain_score,
+            "domain_warning": _domain_warning(in_domain, spec.class_names),
             "probabilities": dict(zip(spec.class_names, map(float, probs), strict=True)),
             "positive_class": spec.positive_class,
             "positive_probability": float(probs[pos]) if pos is not None else None,
@@ -248,6 +255,30 @@ def create_app(
 
 async def _in(pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+
+def _answer_rows(predictor: Predictor) -> Callable[[np.ndarray], np.ndarray]:
+    """Batched pixels -> one row per image: its probabilities, then its domain score."""
+
+    def run(pixels: np.ndarray) -> np.ndarray:
+        answers = predictor.answer(pixels)
+        return np.column_stack([answers.probs, answers.domain_score])
+
+    return run
+
+
+def _domain_warning(in_domain: bool | None, class_names: list[str]) -> str | None:
+    if in_domain is None:
+        return (
+            "This model has no domain check: it cannot tell whether the image is like its "
+            "training images."
+        )
+    if in_domain:
+        return None
+    return (
+        "This image does not look like the images the model was trained on "
+        f"({', '.join(class_names)}); its answer is not to be trusted."
+    )
 
 
 def _ms(start: float, end: float | None = None) -> float:

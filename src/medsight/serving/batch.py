@@ -42,6 +42,8 @@ class BatchResult:
     already_done: int  # found in the CSV from an earlier run
     predicted: int  # new rows written by this run
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    out_of_domain: int = 0  # new rows the domain guard flagged (in_domain false)
+    guarded: bool = True  # False: the bundle has no domain guard (in_domain left empty)
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -118,8 +120,10 @@ def predict_files(
 
     Columns: ``path``, ``probability`` (calibrated, of the positive class; of the predicted
     class for multi-class bundles), ``prediction`` (at the bundle's threshold) and
-    ``p_<class>``. ONNX Runtime runs the model when the bundle has a current export (unless
-    ``onnx=False``); unreadable files are logged and returned, not fatal.
+    ``p_<class>``, ``in_domain`` (``false``: unlike the training images, do not trust the
+    prediction) and ``domain_score`` (above 1: out of domain). ONNX Runtime runs the model
+    when the bundle has a current export (unless ``onnx=False``); unreadable files are
+    logged and returned, not fatal.
     """
     if batch_size < 1:
         raise MedsightError(f"batch size must be at least 1, not {batch_size}")
@@ -134,6 +138,13 @@ def predict_files(
     todo = [f for f in files if f not in done]
     engine = model.engine
     result = BatchResult(out, engine, len(files), len(files) - len(todo), 0)
+    result.guarded = spec.domain is not None
+    if not result.guarded:
+        log.warning(
+            "%s has no domain guard (made before medsight had one): in_domain stays empty, "
+            "nothing checks that the images are like its training data; retrain to add one",
+            spec.recipe or spec.model_name,
+        )
     log.info(
         "%s: %d files, %d already done, %d to predict with %s",
         out,
@@ -158,8 +169,10 @@ def predict_files(
                 log.warning("skipped %s: %s", path, reason)
             result.skipped += bad
             if good:
-                probs = model.predict_proba(pixels, batch_size)
-                rows = predictions_frame(pd.DataFrame({"path": good, "label": ""}), probs, spec)
+                answers = model.answer(pixels, batch_size)
+                paths = pd.DataFrame({"path": good, "label": ""})
+                rows = predictions_frame(paths, answers.probs, spec, answers.domain_score)
+                result.out_of_domain += int((answers.domain_score > 1.0).sum())
                 _append(out, rows.drop(columns="label"))
                 result.predicted += len(good)
             bar.update(len(chunk))

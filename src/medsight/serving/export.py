@@ -2,7 +2,8 @@
 
 The graph is the bundle's own network (:class:`medsight.bundle.PixelsToLogits`): (N, H, W, C)
 uint8 pixels, already resized to the bundle's input size, to its raw logits, with the lung crop,
-normalisation and mirror TTA inside. A runtime in any language needs only the resize and
+normalisation and mirror TTA inside; its second output is the domain guard's distance. A runtime
+in any language needs only the resize and
 ``model.onnx.json`` (class names, threshold, temperature).
 The batch dimension is dynamic. An export that disagrees with PyTorch (logits beyond the
 tolerance, or any decision) is refused with the numbers, never written.
@@ -23,7 +24,14 @@ import numpy as np
 import torch
 
 from medsight.bundle import Bundle, BundleSpec, OnnxPredictor, bundle_folder, load_bundle
-from medsight.bundle.runtime import INPUT_NAME, ONNX_NAME, OUTPUT_NAME, sha256_file, sidecar
+from medsight.bundle.runtime import (
+    DOMAIN_NAME,
+    INPUT_NAME,
+    ONNX_NAME,
+    OUTPUT_NAME,
+    sha256_file,
+    sidecar,
+)
 from medsight.data.io import find_images, load_image
 from medsight.errors import MedsightError, UnreadableImageError
 from medsight.fsutil import atomic_write_text, temp_beside
@@ -74,17 +82,29 @@ def parity(
 ) -> dict[str, Any]:
     """Compare ``candidate`` with PyTorch; raises MedsightError, with the numbers, on mismatch."""
     spec = bundle.spec
-    expected, got = bundle.logits(pixels), candidate.logits(pixels)
+    (expected, expected_d), (got, got_d) = bundle.outputs(pixels), candidate.outputs(pixels)
     diff = float(np.abs(expected - got).max())
     decisions = [spec.decide(spec.probabilities(logits)) for logits in (expected, got)]
     differ = int((decisions[0] != decisions[1]).sum())
-    if not diff <= atol or differ:  # "not <=" also catches NaN
+    report: dict[str, Any] = {"images": len(pixels), "max_abs_logit_diff": diff}
+    domain_differ = 0
+    if expected_d is not None:
+        if got_d is None:
+            raise MedsightError(f"{candidate.path}: the graph lacks the domain guard's output")
+        scores = [spec.domain_scores(d, len(pixels)) for d in (expected_d, got_d)]
+        report["max_abs_domain_score_diff"] = float(np.abs(scores[0] - scores[1]).max())
+        # a score on the threshold itself may fall either way by rounding: not a disagreement
+        near = np.abs(scores[0] - 1.0) < 1e-4
+        domain_differ = int((((scores[0] <= 1) != (scores[1] <= 1)) & ~near).sum())
+        report["domain_checks_differ"] = domain_differ
+    if not diff <= atol or differ or domain_differ:  # "not <=" also catches NaN
         raise MedsightError(
             f"{candidate.path}: ONNX output differs from PyTorch on {len(pixels)} images: "
             f"max |logit difference| {diff:.3g} (tolerance {atol:g}), {differ} of "
-            f"{len(pixels)} decisions differ; the export was not kept"
+            f"{len(pixels)} decisions and {domain_differ} domain checks differ; the export "
+            "was not kept"
         )
-    return {"images": len(pixels), "max_abs_logit_diff": diff, "decisions_differ": differ}
+    return {**report, "decisions_differ": differ}
 
 
 def _quantize(
@@ -156,6 +176,13 @@ def _write_meta(onnx_path: Path, spec: BundleSpec, extra: dict[str, Any]) -> Non
             "note": "resize to image_size first; normalisation and TTA are in the graph",
         },
         "output": {"name": OUTPUT_NAME, "meaning": "raw logits; softmax(logits / temperature)"},
+        "domain_output": {
+            "name": DOMAIN_NAME,
+            "meaning": "squared Mahalanobis distance from the training images; domain_score = "
+            "distance / bundle.domain.threshold, above 1 out of domain",
+        }
+        if spec.domain is not None
+        else None,
         "bundle": spec.model_dump(mode="json"),
         "onnx_sha256": sha256_file(onnx_path),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -185,7 +212,8 @@ def export_onnx(
     spec = bundle.spec
     target = Path(out) if out else folder / ONNX_NAME
     pixels, labels, source = _check_pixels(spec, check_images)
-    wrapper = bundle.network
+    wrapper = bundle.graph()
+    outputs = [OUTPUT_NAME] if bundle.guard is None else [OUTPUT_NAME, DOMAIN_NAME]
     example = torch.from_numpy(pixels[np.arange(2) % len(pixels)])  # batch 2: not specialised to 1
     tmp = temp_beside(target)
     try:
@@ -195,7 +223,7 @@ def export_onnx(
                 (example,),
                 dynamo=True,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=outputs,
                 dynamic_shapes=({0: torch.export.Dim("batch")},),
                 verbose=False,
             )

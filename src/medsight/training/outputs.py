@@ -1,7 +1,8 @@
 """What a finished run leaves behind: metrics, plots, the bundle, its model card and the report.
 
-The decision threshold and the calibration temperature are fitted on the validation split here,
-before the test split is looked at, and stored in the bundle.
+The decision threshold, the calibration temperature and the domain guard's threshold are fitted
+on the validation split here (the guard's statistics on the training split), before the test
+split is looked at, and stored in the bundle.
 """
 
 from __future__ import annotations
@@ -14,13 +15,18 @@ import pandas as pd
 from torch import nn
 
 from medsight import __version__
-from medsight.bundle import Bundle, BundleSpec, predictions_frame, save_bundle
+from medsight.bundle import Bundle, BundleSpec, fit_guard, predictions_frame, save_bundle
 from medsight.config import Recipe
 from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
 from medsight.evaluation.plots import plot_curves, plot_prediction_grid
 from medsight.evaluation.report import write_report
-from medsight.evaluation.summary import calibrate_spec, evaluate_predictions, write_plots
+from medsight.evaluation.summary import (
+    calibrate_spec,
+    domain_summary,
+    evaluate_predictions,
+    write_plots,
+)
 from medsight.fsutil import atomic_write_text
 from medsight.training.prepare import Prepared
 
@@ -51,6 +57,13 @@ def write_run_outputs(
         recipe.evaluate.threshold,
         recipe.evaluate.calibrate,
     )
+    guard, domain = fit_guard(
+        data.pixels[split == "train"], labels[split == "train"], data.pixels[split == "val"]
+    )
+    spec = spec.model_copy(update={"domain": domain})
+    domain_scores = {
+        name: domain.scores(guard.distances(data.pixels[split == name])) for name in logits
+    }
     results = {
         name: evaluate_predictions(
             labels[split == name],
@@ -67,7 +80,8 @@ def write_run_outputs(
     # val's predictions too: what the threshold and temperature were fitted on
     for name, values in split_probs.items():
         file = "predictions.csv" if name == held_out else f"{name}_predictions.csv"
-        table = predictions_frame(data.table.frame[split == name], values, spec)
+        rows = data.table.frame[split == name]
+        table = predictions_frame(rows, values, spec, domain_scores[name])
         atomic_write_text(out / file, table.to_csv(index=False))
     metrics = {
         **results[held_out],
@@ -80,6 +94,7 @@ def write_run_outputs(
         "data": data_summary(data.table),
         "leakage": data.table.frame.attrs.get("leakage"),
         "split_warning": data.split_warning,
+        "domain": domain_summary(domain.model_dump(), domain_scores[held_out], held_out),
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
 
@@ -96,6 +111,6 @@ def write_run_outputs(
     spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})
     card = model_card(spec, metrics, recipe)
     atomic_write_text(out / "model_card.md", card)
-    save_bundle(out / "bundle", model, spec, card, lung_crop=data.lungs)
+    save_bundle(out / "bundle", model, spec, card, lung_crop=data.lungs, guard=guard)
     write_report(out)
     return metrics

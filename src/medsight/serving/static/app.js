@@ -56,7 +56,12 @@ function showError(message) {
 
 function render(data) {
   const p = data.prediction;
-  $("decision").textContent = p.decision;
+  // an image unlike the training images gets a plain warning instead of a confident decision
+  const outside = p.in_domain === false;
+  $("domain-warning").textContent = p.domain_warning || "";
+  $("domain-warning").hidden = !p.domain_warning;
+  $("decision").textContent = outside ? "No decision: image out of domain" : p.decision;
+  $("decision").classList.toggle("out-of-domain", outside);
   $("positive-class").textContent = p.positive_class || "the predicted class";
   const shown = p.positive_probability ?? Math.max(...Object.values(p.probabilities));
   $("positive-probability").textContent = percent(shown);

