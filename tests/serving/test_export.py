@@ -123,7 +123,9 @@ def test_a_planted_mismatch_fails_loudly(
         return forward(self, pixels) + torch.tensor([skew, 0.0])
 
     monkeypatch.setattr(PixelsToLogits, "forward", skewed)
-    with pytest.raises(MedsightError, match=r"max \|logit difference\| 3 .* decisions and 0 domain checks differ"):
+    with pytest.raises(
+        MedsightError, match=r"max \|logit difference\| 3 .* decisions and 0 domain checks differ"
+    ):
         export_onnx(bundle_dir, check_images=xrays)
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["bundle.json", "model.safetensors"]
 

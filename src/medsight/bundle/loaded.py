@@ -33,7 +33,7 @@ class Bundle(Predictor):
 
     def graph(self) -> nn.Module:
         """The module to export: pixels -> logits, or -> (logits, domain distance)."""
-        return self.network if self.guard is None else WithDomain(self.network, self.guard)
+        return self.network if self.guard is None else WithDomain(self.network, self.guard).eval()
 
     def framed(self, pixels: np.ndarray) -> torch.Tensor:
         """(N, H, W, C) uint8 images resized to the spec -> the uint8 pixels the model sees

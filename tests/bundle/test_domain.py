@@ -1,0 +1,192 @@
+"""The domain guard on real images: fitted on one kind of image, it flags the other kind and
+passes held-out images of its own kind; the bundle, its ONNX graph and the predict CSV carry it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsight.bundle import (
+    Bundle,
+    BundleSpec,
+    DomainGuard,
+    OnnxPredictor,
+    fit_guard,
+    load_bundle,
+    save_bundle,
+)
+from medsight.bundle.domain import MahalanobisDistance
+from medsight.data.io import load_image
+from medsight.models.zoo import create_model
+
+SIZE = (64, 64)
+
+
+def _spread(files: list[Path], n: int) -> list[Path]:
+    return [files[i] for i in np.linspace(0, len(files) - 1, n).astype(int)]
+
+
+def _pixels(files: list[Path]) -> np.ndarray:
+    return np.stack([load_image(f, size=SIZE, channels=3) for f in files])
+
+
+def _patient(path: Path) -> str:
+    return path.name.split("_")[0]
+
+
+@pytest.fixture(scope="module")
+def cells(malaria_dir: Path) -> dict[str, object]:
+    """Real cells split by patient (file-name prefix): train, val and unseen-patient test."""
+    files = [
+        f for c in ("Parasitized", "Uninfected") for f in sorted((malaria_dir / c).glob("*.png"))
+    ]
+    files = _spread(files, 900)
+    patients = sorted({_patient(f) for f in files})
+    held = set(patients[::5])
+    val_patients = set(patients[1::5])
+    parts = {"train": [], "val": [], "test": []}
+    for f in files:
+        p = _patient(f)
+        parts["test" if p in held else "val" if p in val_patients else "train"].append(f)
+    labels = np.array([0 if f.parent.name == "Parasitized" else 1 for f in parts["train"]])
+    return {name: _pixels(found) for name, found in parts.items()} | {"labels": labels}
+
+
+@pytest.fixture(scope="module")
+def xrays(chest_xray_dir: Path) -> np.ndarray:
+    return _pixels(_spread(sorted((chest_xray_dir / "test").glob("*/*.jpeg")), 60))
+
+
+@pytest.fixture(scope="module")
+def cell_guard(cells: dict) -> tuple[DomainGuard, object]:
+    return fit_guard(cells["train"], cells["labels"], cells["val"])
+
+
+def test_cell_guard_flags_xrays_and_passes_unseen_patients_cells(
+    cells: dict, xrays: np.ndarray, cell_guard: tuple
+) -> None:
+    guard, spec = cell_guard
+    assert spec.threshold > 0 and spec.fitted_on == len(cells["train"])
+    assert spec.val_out_of_domain <= 0.02  # its threshold is the val split's 99th percentile
+    flagged_xrays = (spec.scores(guard.distances(xrays)) > 1).mean()
+    flagged_cells = (spec.scores(guard.distances(cells["test"])) > 1).mean()
+    assert flagged_xrays >= 0.95, flagged_xrays
+    assert flagged_cells <= 0.10, flagged_cells
+
+
+def test_xray_guard_flags_cells(chest_xray_dir: Path, cells: dict) -> None:
+    train = _spread(sorted((chest_xray_dir / "train").glob("*/*.jpeg")), 240)
+    val = _spread(sorted((chest_xray_dir / "val").glob("*/*.jpeg")) or train, 40)
+    labels = np.array([f.parent.name == "PNEUMONIA" for f in train], dtype=int)
+    guard, spec = fit_guard(_pixels(train), labels, _pixels(val))
+    assert (spec.scores(guard.distances(cells["test"][:100])) > 1).mean() >= 0.95
+
+
+def test_guard_forward_equals_its_batched_distances(cells: dict, cell_guard: tuple) -> None:
+    guard, _ = cell_guard
+    some = cells["test"][:10]
+    with torch.inference_mode():
+        direct = guard(torch.from_numpy(np.ascontiguousarray(some))).numpy()
+    np.testing.assert_allclose(direct, guard.distances(some, batch_size=3), rtol=1e-4)
+
+
+def test_mahalanobis_distance_is_zero_at_a_class_mean_and_grows_away() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (200, 5)), rng.normal(6, 1, (200, 5))])
+    labels = np.repeat([0, 1], 200)
+    distance = MahalanobisDistance.fit(x, labels)
+    points = torch.tensor([[0.0] * 5, [6.0] * 5, [3.0] * 5, [30.0] * 5])
+    got = distance(points).numpy()
+    assert got[0] < 0.5 and got[1] < 0.5
+    assert got[3] > got[2] > got[0]
+
+
+@pytest.fixture(scope="module")
+def guarded_bundle(tmp_path_factory: pytest.TempPathFactory, cell_guard: tuple) -> Path:
+    guard, domain = cell_guard
+    torch.manual_seed(0)
+    spec = BundleSpec(
+        model_name="malaria_lenet",
+        class_names=["Parasitized", "Uninfected"],
+        positive_class="Parasitized",
+        image_size=SIZE,
+        channels=3,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        domain=domain,
+    )
+    model = create_model(spec.model_name, 2, 3, SIZE)
+    folder = tmp_path_factory.mktemp("guarded") / "bundle"
+    return save_bundle(folder, model, spec, guard=guard)
+
+
+def test_a_saved_guard_loads_and_scores_the_same(
+    guarded_bundle: Path, cell_guard: tuple, xrays: np.ndarray
+) -> None:
+    guard, _ = cell_guard
+    bundle = load_bundle(guarded_bundle)
+    assert (guarded_bundle / "domain.safetensors").is_file()
+    answers = bundle.answer(xrays[:8])
+    expected = bundle.spec.domain.scores(guard.distances(xrays[:8]))
+    np.testing.assert_allclose(answers.domain_score, expected, rtol=1e-4)
+    assert list(answers.in_domain) == [bool(s <= 1) for s in expected]
+
+
+def test_a_bundle_without_its_guard_file_is_refused(guarded_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from medsight.errors import MedsightError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(guarded_bundle, copy)
+    (copy / "domain.safetensors").unlink()
+    with pytest.raises(MedsightError, match="domain.safetensors is missing"):
+        load_bundle(copy)
+
+
+def test_bundles_made_before_guards_say_they_cannot_tell(xray_bundle: Path) -> None:
+    bundle = load_bundle(xray_bundle)
+    answers = bundle.answer(np.zeros((3, 64, 64, 3), np.uint8))
+    assert np.isnan(answers.domain_score).all()
+    assert list(answers.in_domain) == [None, None, None]
+
+
+def test_onnx_graph_has_the_domain_output_and_matches_pytorch(
+    guarded_bundle: Path, cells: dict, xrays: np.ndarray, tmp_path: Path
+) -> None:
+    from medsight.serving.export import export_onnx
+
+    folder = tmp_path / "b"
+    import shutil
+
+    shutil.copytree(guarded_bundle, folder)
+    onnx_path = export_onnx(folder)
+    onnx = OnnxPredictor(onnx_path)
+    torch_bundle: Bundle = load_bundle(folder)
+    mixed = np.concatenate([cells["test"][:6], xrays[:6]])
+    a, b = torch_bundle.answer(mixed), onnx.answer(mixed)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+    np.testing.assert_allclose(a.domain_score, b.domain_score, rtol=1e-3)
+    assert list(a.in_domain) == list(b.in_domain)
+    assert not all(b.in_domain[6:])  # the X-rays are flagged through ONNX too
+
+
+def test_predict_csv_carries_the_domain_check(
+    guarded_bundle: Path, malaria_dir: Path, chest_xray_dir: Path, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    from medsight.serving.batch import predict_files
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for f in _spread(sorted((chest_xray_dir / "test" / "NORMAL").glob("*.jpeg")), 5):
+        (folder / f.name).symlink_to(f)
+    result = predict_files(guarded_bundle, [folder], tmp_path / "p.csv", onnx=False)
+    frame = pd.read_csv(tmp_path / "p.csv", keep_default_na=False, dtype={"in_domain": str})
+    assert set(frame["in_domain"]) <= {"true", "false"}
+    assert (frame["in_domain"] == "false").sum() == result.out_of_domain >= 4
+    assert (frame.loc[frame["in_domain"] == "false", "domain_score"].astype(float) > 1).all()
