@@ -64,7 +64,7 @@ def test_enough_images_of_two_classes_pass() -> None:
             ["train"] * 5,
             frozenset(),
             None,
-            r"val split has no 'b' images \(a: 2, b: 0\).*val_fraction",
+            r"val split has no 'b' images \(a: 2, b: 0; its 5 image\(s\) come from 5 .*val_fr",
         ),
         (["train"] * 4 + ["val"], frozenset(), None, r"test split has no 'b'.*data.test_fraction"),
         (["train"] * 4 + ["val"], frozenset({"test"}), None, "to the data's own test split"),

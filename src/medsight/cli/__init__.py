@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 
 from medsight import __version__
@@ -15,6 +16,7 @@ from medsight.errors import MedsightError
 
 # commands that do heavy numeric work re-exec with tcmalloc/jemalloc when installed
 FAST_ALLOCATOR = {"train", "evaluate", "compare", "audit", "predict", "serve"}
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # key=value: a recipe override
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,8 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """argparse, except that ``key=value`` overrides may stand anywhere on a line that takes
+    them (argparse gives its trailing ``nargs="*"`` only the first run of them); anything
+    else unknown is argparse's usual error."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [t for t in extra if OVERRIDE.match(t)]
+    if len(overrides) < len(extra) or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     if argv is None and args.command in FAST_ALLOCATOR:
         from medsight.allocator import reexec_with_fast_allocator
 

@@ -103,15 +103,23 @@ def check_split_classes(
             continue
         if name in given:
             fix = f"add {missing[0]!r} images to the data's own {name} split"
-        elif name == "train":
-            fix = "add more images (patients) of it"
         else:
-            fix = f"raise data.{name}_fraction or add more images (patients) of it"
+            fraction = "" if name == "train" else f"raise data.{name}_fraction or "
+            fix = f"{fraction}add images of more {missing[0]!r} patients"
         fewer = f", or raise data.limit (now {limit})" if limit else ""
         raise DataError(
             f"the {name} split has no {missing[0]!r} images "
-            f"({_listing(class_counts(table.subset(name)))}); {fix}{fewer}"
+            f"({_listing(class_counts(table.subset(name)))}; {_patients(table, missing[0])}); "
+            f"{fix}{fewer}"
         )
+
+
+def _patients(table: ImageTable, name: str) -> str:
+    """How many patient groups a class has: a patient's images all go to one split."""
+    rows = table.frame[table.frame["label"] == name]
+    known = rows["patient"].notna() & (rows["patient"] != "")
+    groups = rows.loc[known, "patient"].nunique() + int((~known).sum())
+    return f"its {len(rows)} image(s) come from {groups} patient(s), each kept in one split"
 
 
 def check_fold_classes(table: ImageTable, fold_of: np.ndarray) -> None:
