@@ -39,11 +39,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     else unknown is argparse's usual error."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    overrides = [t for t in extra if OVERRIDE.match(t)]
-    if len(overrides) < len(extra) or (overrides and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if overrides:
-        args.overrides = [*args.overrides, *overrides]
+    if not hasattr(args, "overrides"):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return args
+    args.overrides = [*args.overrides, *extra]
+    unknown = [t for t in args.overrides if not OVERRIDE.match(t)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args
 
 
