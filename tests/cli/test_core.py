@@ -135,7 +135,7 @@ def test_overrides_are_taken_anywhere_on_the_line(
     "argv",
     [
         ["train", "--recipe", "malaria", "--lr", "3e-4"],  # an unknown option stays an error
-        ["train", "--recipe", "malaria", "data.limit=5", "stray"],
+        ["train", "--recipe", "malaria", "data.limit=5", "--epochs", "1", "--lrr=3"],
         ["evaluate", "b", "--data", "d", "--out", "o", "train.lr=1"],  # takes no overrides
     ],
 )

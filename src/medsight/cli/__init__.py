@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 
 from medsight import __version__
@@ -16,7 +15,6 @@ from medsight.errors import MedsightError
 
 # commands that do heavy numeric work re-exec with tcmalloc/jemalloc when installed
 FAST_ALLOCATOR = {"train", "evaluate", "compare", "audit", "predict", "serve"}
-OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")  # key=value: a recipe override
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,18 +33,18 @@ def _parser() -> argparse.ArgumentParser:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """argparse, except that ``key=value`` overrides may stand anywhere on a line that takes
-    them (argparse gives its trailing ``nargs="*"`` only the first run of them); anything
-    else unknown is argparse's usual error."""
+    them (argparse gives its trailing ``nargs="*"`` only the first run of them); an unknown
+    option is argparse's usual error."""
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     if not hasattr(args, "overrides"):
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args
-    args.overrides = [*args.overrides, *extra]
-    unknown = [t for t in args.overrides if not OVERRIDE.match(t)]
+    unknown = [t for t in extra if t.startswith("-")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]  # a word without "=" is refused as an override
     return args
 
 
