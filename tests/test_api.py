@@ -13,6 +13,7 @@ import pytest
 import medsight
 from medsight import api
 from medsight.config import load_recipe, recipe_names
+from medsight.errors import ConfigError
 from medsight.evaluation.labelled import LabelledData
 
 FIGURES = ("accuracy", "sensitivity", "specificity", "roc_auc", "pr_auc", "brier", "mcc")
@@ -119,3 +120,13 @@ def test_labelled_data_says_everything_and_the_keywords_are_ignored(
     )
     metrics = api.evaluate(xray_bundle, labelled, tmp_path, class_map=None, resamples=20)
     assert metrics["n"] == 6 and metrics["counts"] == {"NORMAL": 0, "PNEUMONIA": 6}
+
+
+def test_show_recipe_applies_overrides_and_refuses_unknown_keys() -> None:
+    shown = api.show_recipe("malaria-lenet", ["train.epochs=3", "data.limit=50"])
+    assert shown["train.epochs"] == 3 and shown["data.limit"] == 50
+    assert shown["train.optimizer"] == load_recipe("malaria-lenet").train.optimizer
+    with pytest.raises(ConfigError, match="did you mean train.lr"):
+        api.show_recipe("malaria-lenet", ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="did you mean train.lr"):
+        api.train("malaria-lenet", ".", "unused", overrides=["train.lrr=1"])

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
-from medsight.config import load_recipe, recipe_names, save_recipe
+from medsight.config import (
+    load_recipe,
+    recipe_fields,
+    recipe_names,
+    recipe_values,
+    save_recipe,
+    suggest,
+)
 from medsight.errors import ConfigError
 
 
@@ -64,3 +72,64 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     save_recipe(recipe, tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["epochs"] == 3
     assert load_recipe(str(tmp_path / "config.yaml")) == recipe
+
+
+@pytest.mark.parametrize(
+    ("override", "suggested"),
+    [
+        ("train.lrr=1", ["train.lr"]),
+        ("trian.lr=1", ["train.lr"]),
+        ("data.limt=50", ["data.limit"]),
+        ("epochs=3", ["train.epochs", "preprocess.lung_crop.epochs"]),  # a bare field name
+        ("batchsize=8", ["train.batch_size"]),
+        ("optim.lr=1", ["train.lr"]),
+        ("train.lr.x=1", ["train.lr"]),  # a value is not a section
+    ],
+)
+def test_an_unknown_key_names_the_nearest_valid_ones(override: str, suggested: list[str]) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=f"'{key}' is not a recipe field") as caught:
+        load_recipe("malaria-lenet", [override])
+    assert f"did you mean {' or '.join(suggested)}?" in str(caught.value)
+    assert suggest(key) == suggested
+
+
+def test_keys_inside_a_mapping_are_free() -> None:
+    recipe = load_recipe("malaria-lenet", ["model.kwargs.drop_rate=0.2"])
+    assert recipe.model.kwargs == {"drop_rate": 0.2}
+
+
+def test_a_typo_in_a_recipe_file_gets_the_same_hint(tmp_path: Path) -> None:
+    raw = {"name": "x", "description": "d", "model": {"name": "malaria_lenet"}}
+    raw["train"] = {"epoch": 3}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"'train.epoch' is not a recipe field; did you mean"):
+        load_recipe(str(tmp_path / "mine.yaml"))
+
+
+def test_an_override_inside_a_section_switched_off_says_so(tmp_path: Path) -> None:
+    (tmp_path / "off.yaml").write_text(
+        "name: off\ndescription: d\nmodel: {name: malaria_lenet}\npreprocess: {lung_crop: null}\n"
+    )
+    with pytest.raises(ConfigError, match="'lung_crop' is off in this recipe"):
+        load_recipe(str(tmp_path / "off.yaml"), ["preprocess.lung_crop.epochs=1"])
+
+
+def test_recipe_fields_are_every_dotted_key() -> None:
+    fields = recipe_fields()
+    assert {"train.epochs", "data.limit", "preprocess.lung_crop.epochs", "model.kwargs"} <= set(
+        fields
+    )
+    assert "train" not in fields and "preprocess.lung_crop" not in fields  # sections
+    assert len(fields) == len(set(fields))
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_recipe_values_give_back_the_recipe_as_overrides(name: str) -> None:
+    recipe = load_recipe(name)
+    values = recipe_values(recipe)
+    assert values["train.epochs"] == recipe.train.epochs
+    assert values["data.limit"] is None  # a default the YAML never mentions
+    assert set(values) <= set(recipe_fields()) | {"preprocess.lung_crop", "published"}
+    overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
+    assert load_recipe("malaria-lenet", overrides) == recipe

@@ -19,6 +19,7 @@ __all__ = [
     "predict",
     "resume",
     "serve",
+    "show_recipe",
     "train",
     "__version__",
 ]

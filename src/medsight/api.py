@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medsight.config import load_recipe, recipe_names
+from medsight.config import load_recipe, recipe_names, recipe_values
 from medsight.data.inspect import Inspection, inspect_data
 
 if TYPE_CHECKING:
@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 def list_recipes() -> dict[str, str]:
     """Built-in recipe names with their one-line descriptions."""
     return {name: load_recipe(name).description for name in recipe_names()}
+
+
+def show_recipe(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """A recipe's every field as a dotted key (``train.epochs``) with its resolved value,
+    defaults included; ``overrides`` (``key=value``) are applied first, as ``train`` would."""
+    return recipe_values(load_recipe(recipe, list(overrides)))
 
 
 def inspect(path: str | Path) -> Inspection:

@@ -6,7 +6,9 @@ The resolved config is saved in the run directory so a run can always be traced 
 
 from __future__ import annotations
 
+import difflib
 import re
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -196,12 +198,84 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
 
 
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The config class a field holds (``LungCropConfig | None`` -> LungCropConfig), if any."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+
+
+def _paths(model: type[BaseModel], prefix: str = "") -> dict[str, str]:
+    paths = {}
+    for name, info in model.model_fields.items():
+        path, section = prefix + name, _section(info.annotation)
+        origin = typing.get_origin(info.annotation)
+        paths[path] = "section" if section else "mapping" if origin is dict else "value"
+        if section:
+            paths.update(_paths(section, path + "."))
+    return paths
+
+
+FIELD_PATHS = _paths(Recipe)  # every dotted key a recipe has: "train.lr" -> "value"
+
+
+def recipe_fields() -> list[str]:
+    """Every dotted recipe key that takes a value (``train.epochs``, ``data.limit``, ...)."""
+    return [path for path, kind in FIELD_PATHS.items() if kind != "section"]
+
+
+def is_field(keys: list[str]) -> bool:
+    """Whether a dotted key (split at the dots) names a recipe field, or a key in a mapping."""
+    for depth in range(1, len(keys) + 1):
+        kind = FIELD_PATHS.get(".".join(keys[:depth]))
+        if kind is None:
+            return False
+        if kind == "mapping":  # model.kwargs.drop_rate: any key inside a mapping
+            return True
+        if kind == "value":
+            return depth == len(keys)
+    return True
+
+
+def suggest(key: str) -> list[str]:
+    """The valid keys nearest to a mistyped one: the closest dotted spellings, else (and for a
+    bare name such as ``epochs``) the fields of that name or a close one in every section."""
+    fields = recipe_fields()
+    if "." in key:
+        near = difflib.get_close_matches(key, fields, n=3, cutoff=0.8)
+        if near:
+            return near
+    leaves = {path.rsplit(".", 1)[-1] for path in fields}
+    names = difflib.get_close_matches(key.rsplit(".", 1)[-1], leaves, n=2, cutoff=0.75)
+    found = [p for n in names for p in sorted(fields, key=len) if p.rsplit(".", 1)[-1] == n]
+    return [p for p in found if p != key][:3]
+
+
+def unknown_key(key: str, aliases: dict[str, str] | None = None) -> ConfigError:
+    """The error for a key no recipe has, with the nearest valid keys (and ``aliases``, e.g.
+    the command line's ``--epochs`` for ``train.epochs``)."""
+    near = suggest(key)
+    near += [aliases[n] for n in near if aliases and n in aliases]
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    return ConfigError(
+        f"{key!r} is not a recipe field{hint} (medsight recipes show NAME lists them all)"
+    )
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``key=value`` in the raw recipe; a key no recipe has is refused with the
+    nearest valid keys, before anything is validated."""
     for text in overrides:
         keys, value = parse_override(text)
+        if not is_field(keys):
+            raise unknown_key(".".join(keys))
         node = raw
         for key in keys[:-1]:
             node = node.setdefault(key, {})
+            if node is None:  # an optional section the recipe leaves out (lung_crop: null)
+                raise ConfigError(
+                    f"override {text!r}: {key!r} is off in this recipe; switch it on first "
+                    f"with {key}={{}} or give the whole section"
+                )
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {key!r} is not a section")
         node[keys[-1]] = value
@@ -215,8 +289,29 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(_problem(e) for e in exc.errors())
         raise ConfigError(f"recipe {origin}: {problems}") from exc
+
+
+def _problem(error: Any) -> str:
+    key = ".".join(map(str, error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return str(unknown_key(key))
+    return f"{key}: {error['msg']}"
+
+
+def recipe_values(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as dotted keys and values, defaults included (``recipes show``)."""
+
+    def flatten(value: Any, path: str) -> dict[str, Any]:
+        if FIELD_PATHS.get(path, "section") == "section" and isinstance(value, dict):
+            found: dict[str, Any] = {}
+            for key, inner in value.items():
+                found.update(flatten(inner, f"{path}.{key}" if path else key))
+            return found
+        return {path: value}
+
+    return flatten(recipe.model_dump(mode="json"), "")
 
 
 def save_recipe(recipe: Recipe, path: Path) -> None:

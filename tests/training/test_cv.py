@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from medsight import api
-from medsight.errors import ConfigError
+from medsight.errors import ConfigError, DataError
 
 QUICK = ["data.image_size=[32, 32]", "train.num_workers=0", "data.limit=240", "train.batch_size=32"]
 
@@ -41,3 +41,23 @@ def test_three_folds_hold_out_every_image_once(malaria_subset: Path, tmp_path: P
 def test_one_fold_is_refused(malaria_subset: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="at least 2 folds"):
         api.train("malaria-lenet", malaria_subset, tmp_path / "cv", folds=1)
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_a_fold_without_a_class_is_refused_before_any_fold_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsight.training import prepare
+
+    monkeypatch.setattr(prepare, "decode_images", lambda *a, **k: pytest.fail("decoded"))
+    data = tmp_path / "data"
+    for name, files in (
+        ("Parasitized", [f"C1P{i}_cell.png" for i in range(30)]),
+        ("Uninfected", [f"C9P{i % 2}_cell{i}.png" for i in range(6)]),  # two patients
+    ):
+        (data / name).mkdir(parents=True)
+        for file in files:
+            (data / name / file).write_text(f"{name} {file}")  # not images: never decoded
+    with pytest.raises(DataError, match=r"fold \d of 3 has no 'Uninfected' images.*fewer folds"):
+        api.train("malaria-lenet", data, tmp_path / "cv", folds=3)
+    assert not (tmp_path / "cv" / "fold-0").exists()

@@ -31,8 +31,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """argparse, except that ``key=value`` overrides may stand anywhere on a line that takes
+    them (argparse gives its trailing ``nargs="*"`` only the first run of them); an unknown
+    option is argparse's usual error."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if not hasattr(args, "overrides"):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return args
+    unknown = [t for t in extra if t.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *extra]  # a word without "=" is refused as an override
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     if argv is None and args.command in FAST_ALLOCATOR:
         from medsight.allocator import reexec_with_fast_allocator
 

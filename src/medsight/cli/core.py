@@ -8,6 +8,8 @@ from pathlib import Path
 
 from medsight.errors import MedsightError
 
+SHORTCUTS = {"train.epochs": "--epochs", "train.seed": "--seed"}  # options that set a field
+
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="inspect or download datasets")
@@ -56,13 +58,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "overrides",
         nargs="*",
         metavar="key=value",
-        help="override any recipe field, e.g. train.lr=3e-4 data.limit=500",
+        help="override any recipe field, anywhere on the line, e.g. train.lr=3e-4 data.limit=500 "
+        "(medsight recipes show NAME lists the fields)",
     )
     data.set_defaults(run=run_data)
     train.set_defaults(run=run_train)
 
-    recipes = commands.add_parser("recipes", help="built-in recipes")
-    recipes.add_argument("action", choices=["list"])
+    recipes = commands.add_parser("recipes", help="built-in recipes: list them, or show one")
+    recipes.add_argument("action", choices=["list", "show"])
+    recipes.add_argument("name", nargs="?", help="show: a built-in recipe or a .yaml file")
     models = commands.add_parser("models", help="registered model architectures")
     models.add_argument("action", choices=["list"])
     recipes.set_defaults(run=run_recipes)
@@ -83,11 +87,24 @@ def run_train(args: argparse.Namespace) -> None:
     from medsight import api
 
     if args.resume:
+        options = ("recipe", "data", "epochs", "seed", "folds")
+        given = [f"--{n}" for n in options if getattr(args, n) is not None] + args.overrides
+        if given:
+            raise MedsightError(
+                f"--resume continues a run with its own recipe and data; {given[0]} would be "
+                "ignored (start a new run with --out to change them)"
+            )
         _report_run(api.resume(args.resume, args.devices))
         return
     missing = [f"--{n}" for n in ("recipe", "data", "out") if not getattr(args, n)]
     if missing:
         raise MedsightError(f"train needs {', '.join(missing)} (or --resume RUN_DIR)")
+    from medsight.config import is_field, parse_override, unknown_key
+
+    for text in args.overrides:  # before the API, to name the options beside the fields
+        keys, _ = parse_override(text)
+        if not is_field(keys):
+            raise unknown_key(".".join(keys), SHORTCUTS)
     _report_run(
         api.train(
             args.recipe,
@@ -106,8 +123,24 @@ def run_train(args: argparse.Namespace) -> None:
 def run_recipes(args: argparse.Namespace) -> None:
     from medsight import api
 
+    if args.action == "show":
+        if not args.name:
+            raise MedsightError("recipes show needs a recipe name (medsight recipes list)")
+        for key, value in api.show_recipe(args.name).items():
+            print(f"{key} = {_flow(value)}")
+        return
+    if args.name:
+        raise MedsightError(f"recipes list takes no name; for one recipe: recipes show {args.name}")
     for name, about in api.list_recipes().items():
         print(f"{name:<18} {about}")
+
+
+def _flow(value: object) -> str:
+    """A value as it is written in a recipe or an override (``null``, ``[128, 128]``)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=1_000_000)
+    return text.removesuffix("\n...\n").strip()
 
 
 def run_models(args: argparse.Namespace) -> None:

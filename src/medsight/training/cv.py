@@ -17,6 +17,7 @@ from medsight.bundle import read_spec
 from medsight.config import Recipe
 from medsight.data.sources import ImageTable
 from medsight.data.splits import assign_folds
+from medsight.data.trainable import check_fold_classes
 from medsight.errors import ConfigError
 from medsight.evaluation.metrics import classification_metrics
 from medsight.fsutil import atomic_write_text
@@ -43,12 +44,13 @@ def cross_validate(
         table = ImageTable(
             table.frame.assign(split=None), table.class_names, table.source, table.skipped
         )  # k-fold replaces any given split
+    fold_of = assign_folds(table, folds, recipe.train.seed, by=recipe.data.split_by)
+    check_fold_classes(table, fold_of)
     lung_crop = recipe.preprocess.lung_crop
     if lung_crop is not None and lung_crop.model is None:  # one lung model for every fold
         lungs_for_run(lung_crop, data, out, recipe.train.seed, reuse=not parent.writes)
         recipe = recipe.model_copy(deep=True)
         recipe.preprocess.lung_crop.model = str(out / "lungs")
-    fold_of = assign_folds(table, folds, recipe.train.seed, by=recipe.data.split_by)
     predictions = []
     for k in range(folds):
         frame = table.frame.assign(split=np.where(fold_of == k, "test", None))

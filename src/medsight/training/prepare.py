@@ -17,8 +17,9 @@ import pandas as pd
 from medsight.config import Recipe
 from medsight.data.dataset import decode_images
 from medsight.data.io import content_sha256
-from medsight.data.sources import ImageTable, load_table
+from medsight.data.sources import ImageTable
 from medsight.data.splits import assign_splits, check_leakage
+from medsight.data.trainable import check_classes, check_split_classes, load_trainable
 from medsight.errors import ConfigError, DataError, MedsightError
 from medsight.fsutil import atomic_write_text
 from medsight.models.lungs import LungCrop
@@ -91,7 +92,7 @@ def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageT
     """The data source, or for ``data.curation`` the curated table (its manifest into ``out``)."""
     cfg = recipe.data
     if not cfg.curation:
-        return load_table(data)
+        return load_trainable(data)
     from medsight.data.curate import curate_covid, write_manifest
 
     data = Path(data).expanduser().resolve()  # absolute paths in splits.csv
@@ -107,25 +108,32 @@ def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageT
 
 
 def hashed_table(recipe: Recipe, data: str | Path, out: Path | None = None) -> ImageTable:
-    """Load (or curate) the data, subsample it (data.limit) and hash every file."""
+    """Load (or curate) the data, subsample it (data.limit), refuse it when a model cannot
+    learn from what is left, and hash every file."""
     table = load_or_curate(recipe, data, out)
-    if recipe.data.limit and recipe.data.limit < len(table):
-        rows = table.frame.sample(n=recipe.data.limit, random_state=recipe.train.seed)
+    limit = recipe.data.limit
+    limited = limit is not None and limit < len(table)
+    if limited:
+        rows = table.frame.sample(n=limit, random_state=recipe.train.seed)
         table = ImageTable(
             rows.sort_index().reset_index(drop=True), table.class_names, table.source, table.skipped
         )
+    check_classes(table, limit if limited else None)
     paths = list(table.frame["path"])
     table.frame["sha256"] = [content_sha256(p) for p in progress(paths, "hash", unit="img")]
     return table
 
 
 def split_table(recipe: Recipe, table: ImageTable) -> tuple[ImageTable, str | None]:
-    """Fill in train/val/test (keeping given splits) and check for leakage."""
+    """Fill in train/val/test (keeping given splits), check that each holds every class, and
+    check for leakage."""
     cfg = recipe.data
-    given = table.has_splits
+    given = frozenset(table.frame["split"].dropna())
     table = assign_splits(
         table, cfg.val_fraction, cfg.test_fraction, recipe.train.seed, by=cfg.split_by
     )
+    limited = cfg.limit if cfg.limit == len(table) else None  # data.limit subsampled it
+    check_split_classes(table, given, limited)
     warning = None
     if cfg.split_by == "image":
         warning = (
@@ -161,12 +169,8 @@ def prepare(
         table.skipped + failures,
         warning,
     )
-    split = prepared.split
-    if not (split == "train").any() or not (split == "val").any():
-        raise DataError(
-            "need images in both the train and val splits; add data or adjust "
-            "data.val_fraction / data.test_fraction"
-        )
+    if failures:  # unreadable files may have taken a split's last image of a class
+        check_split_classes(table)
     if write:
         skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
         atomic_write_text(out / "skipped.csv", skipped.to_csv(index=False))

@@ -17,6 +17,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from medsight.config import Recipe, load_recipe, save_recipe
 from medsight.data.sources import ImageTable
 from medsight.errors import MedsightError
+from medsight.models.extras import check_extras
 from medsight.training.fit import FitPlan, fit, plan_fit
 from medsight.training.prepare import (
     Prepared,
@@ -48,7 +49,9 @@ class Run:
     ) -> Run:
         """A new run directory holding the resolved recipe (``config.yaml``); refuses a folder
         that holds something else, and replaces (deletes) an earlier run only with
-        ``overwrite``, never one that holds the run's own ``data`` or starting weights."""
+        ``overwrite``, never one that holds the run's own ``data`` or starting weights. A
+        missing optional extra the recipe needs is reported first, before any image is read."""
+        check_extras(recipe)
         run = cls(recipe, out, devices)
         if run.writes:
             prepare_run_dir(run.out, overwrite, run._inputs(data))
@@ -65,7 +68,9 @@ class Run:
                     f"cannot resume {out}: {Path(needed).name} is missing (a run can be "
                     "resumed once it has finished its first epoch)"
                 )
-        return cls(load_recipe(str(out / "config.yaml")), out, devices)
+        recipe = load_recipe(str(out / "config.yaml"))
+        check_extras(recipe)
+        return cls(recipe, out, devices)
 
     def _inputs(self, data: str | Path | None) -> tuple[str | Path, ...]:
         """The files and folders the run reads: its data, pretrained weights and lung model."""
