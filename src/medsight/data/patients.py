@@ -85,7 +85,7 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         return re.compile(pattern)
     except re.error as exc:
         raise ConfigError(
-            f"data.patient_pattern {pattern!r} is not a regular expression: {exc}"
+            f"data.patient_pattern '{pattern}' is not a regular expression: {exc}"
         ) from exc
 
 
@@ -160,7 +160,7 @@ def identify_patients(
         pairs = [(_matched(regex, r), "pattern") for r in relative]
         if len(frame) and not any(p for p, _ in pairs):
             raise DataError(
-                f"data.patient_pattern {rule.pattern!r} matches none of the {len(frame)} "
+                f"data.patient_pattern '{rule.pattern}' matches none of the {len(frame)} "
                 f"files (e.g. {relative[0]!r}; it is searched in each path relative to the data "
                 "folder)"
             )
