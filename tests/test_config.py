@@ -64,3 +64,31 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     save_recipe(recipe, tmp_path / "config.yaml")
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["epochs"] == 3
     assert load_recipe(str(tmp_path / "config.yaml")) == recipe
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], (None, None, False)),
+        (["data.patient_pattern=sub-(\\d+)"], ("sub-(\\d+)", None, False)),
+        (["data.patient_from=parent", "data.require_patients=true"], (None, "parent", True)),
+    ],
+)
+def test_patient_options(overrides: list[str], expected: tuple) -> None:
+    data = load_recipe("malaria-lenet", overrides).data
+    assert (data.patient_pattern, data.patient_from, data.require_patients) == expected
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.patient_pattern=sub-(",
+            "data.patient_pattern: Value error, 'sub-(' is not a regular",
+        ),
+        ("data.patient_from=grandparent", "data.patient_from: Input should be 'parent'"),
+    ],
+)
+def test_bad_patient_options_are_rejected(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_recipe("malaria-lenet", [override])
