@@ -50,6 +50,54 @@ def malaria_subset(malaria_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
+def malaria_renamed(malaria_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """30 real malaria cells per class renamed ``img_N.png``: no patient id in any name."""
+    root = tmp_path_factory.mktemp("malaria_renamed")
+    number = 0
+    for class_dir in sorted(p for p in malaria_dir.iterdir() if p.is_dir()):
+        (root / class_dir.name).mkdir()
+        for file in _spread(sorted(class_dir.glob("*.png")), 30):
+            (root / class_dir.name / f"img_{number}.png").symlink_to(file)
+            number += 1
+    return root
+
+
+# the raw PatientIDs of `malaria_dicoms`: no output of medsight may ever contain them
+DICOM_PATIENT_IDS = ("RAWID-ALPHA-58213", "RAWID-BRAVO-90467")
+
+
+@pytest.fixture(scope="session")
+def malaria_dicoms(
+    malaria_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, tuple[str, str]]:
+    """Real malaria cells as 8-bit grey DICOM files (``CLASS/cell_N.dcm``) of two patients,
+    each with 6 cells of each class, and the two raw PatientIDs."""
+    import numpy as np
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    root = tmp_path_factory.mktemp("malaria_dicoms")
+    number = 0
+    for class_dir in sorted(p for p in malaria_dir.iterdir() if p.is_dir()):
+        (root / class_dir.name).mkdir()
+        for i, file in enumerate(_spread(sorted(class_dir.glob("*.png")), 12)):
+            ds = Dataset()
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+            ds.SOPClassUID = SecondaryCaptureImageStorage
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            pixels = np.asarray(Image.open(file).convert("L"), dtype=np.uint8)
+            ds.set_pixel_data(pixels, "MONOCHROME2", 8, generate_instance_uid=False)
+            ds.PatientID = DICOM_PATIENT_IDS[i % 2]
+            ds.save_as(root / class_dir.name / f"cell_{number}.dcm", enforce_file_format=True)
+            number += 1
+    return root, DICOM_PATIENT_IDS
+
+
+@pytest.fixture(scope="session")
 def chest_xray_dir(datasets_dir: Path) -> Path:
     path = datasets_dir / "chest_xray"
     if not path.is_dir():

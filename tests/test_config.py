@@ -133,3 +133,31 @@ def test_recipe_values_give_back_the_recipe_as_overrides(name: str) -> None:
     assert set(values) <= set(recipe_fields()) | {"preprocess.lung_crop", "published"}
     overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
     assert load_recipe("malaria-lenet", overrides) == recipe
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], (None, None, False)),
+        (["data.patient_pattern=sub-(\\d+)"], ("sub-(\\d+)", None, False)),
+        (["data.patient_from=parent", "data.require_patients=true"], (None, "parent", True)),
+    ],
+)
+def test_patient_options(overrides: list[str], expected: tuple) -> None:
+    data = load_recipe("malaria-lenet", overrides).data
+    assert (data.patient_pattern, data.patient_from, data.require_patients) == expected
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "data.patient_pattern=sub-(",
+            "data.patient_pattern: Value error, 'sub-(' is not a regular",
+        ),
+        ("data.patient_from=grandparent", "data.patient_from: Input should be 'parent'"),
+    ],
+)
+def test_bad_patient_options_are_rejected(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_recipe("malaria-lenet", [override])

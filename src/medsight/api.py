@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from medsight.config import load_recipe, recipe_names, recipe_values
 from medsight.data.inspect import Inspection, inspect_data
+from medsight.data.patients import PatientRule
+from medsight.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,9 +28,16 @@ def show_recipe(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> dic
     return recipe_values(load_recipe(recipe, list(overrides)))
 
 
-def inspect(path: str | Path) -> Inspection:
-    """Counts per split and class, patients, sizes, modes, duplicates and unreadable files."""
-    return inspect_data(path)
+def inspect(
+    path: str | Path, patient_pattern: str | None = None, patient_from: str | None = None
+) -> Inspection:
+    """Counts per split and class, patients (how many images have an id, from which rule),
+    sizes, modes, duplicates and unreadable files. ``patient_pattern`` / ``patient_from``
+    try a recipe's ``data.patient_pattern`` / ``data.patient_from`` before training."""
+    if patient_from not in (None, "parent"):
+        raise ConfigError(f"patient_from={patient_from!r}: the only choice is 'parent'")
+    rule = PatientRule(patient_pattern, patient_from == "parent")
+    return inspect_data(path, patients=rule)
 
 
 def download(name: str, root: str | Path | None = None) -> Path:

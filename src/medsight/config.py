@@ -64,6 +64,21 @@ class DataConfig(Strict):
     curation: Literal["covid-vs-normal", "covid-vs-pneumonia"] | None = None
     kermany: str | None = None  # Kermany chest_xray folder; default: <data>/../chest_xray
     curation_other_source: Literal["kermany", "metadata"] = "kermany"
+    # patient ids (docs/data.md): by default a CSV patient column, the DICOM PatientID (hashed),
+    # or a known dataset's file names; these replace that with the data's own rule
+    patient_pattern: str | None = None  # regex on the file path: group `patient`, else the first
+    patient_from: Literal["parent"] | None = None  # the image's parent folder is its patient
+    require_patients: bool = False  # refuse images without a patient id instead of splitting them
+
+    @field_validator("patient_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"{value!r} is not a regular expression: {exc}") from exc
+        return value
 
 
 class LungCropConfig(Strict):

@@ -82,6 +82,31 @@ def test_train_from_the_command_line(
 
 
 @pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        ([], "patient ids: 0 of 60 images; a training would split by image for 60 of 60 images"),
+        (["--patient-pattern", r"img_(\d+)"], "patient ids: 60 of 60 images (data.patient_pattern"),
+    ],
+)
+def test_inspect_tells_how_many_images_have_a_patient_id(
+    malaria_renamed: Path, flags: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "inspect", str(malaria_renamed), *flags]) == 0
+    assert line in capsys.readouterr().out
+
+
+def test_require_patients_refuses_renamed_cells_in_one_line(
+    malaria_renamed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "--recipe", "malaria-lenet", "--data", str(malaria_renamed)]
+    argv += ["--out", str(tmp_path / "run"), "data.require_patients=true"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "60 of 60 images have no patient id (e.g. " in err and "img_" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["data", "inspect", "/no/such/folder"], "/no/such/folder: no such file or folder"),

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from medsight.data.inspect import inspect_data
+from medsight.data.patients import PatientRule
 
 
 def _png(path: Path, size: tuple[int, int], mode: str, seed: int) -> Path:
@@ -162,4 +163,32 @@ def test_files_that_cannot_be_read_are_not_identical_images(tmp_path: Path) -> N
     (root / "test" / "NORMAL" / "y.png").symlink_to("/proc/self/mem")
     found = inspect_data(root)
     assert len(found.unreadable) == 2 and found.duplicates == []
-    assert found.leakage == "no patient and no identical image appears in more than one split"
+    # x.png and y.png carry no patient id: the check says so instead of claiming them clean
+    assert found.leakage == (
+        "among the images with a patient id no patient, and no identical image, appears in "
+        "more than one split; 2 of 6 images have no patient id (not checked)"
+    )
+
+
+def test_renamed_real_cells_are_reported_without_patient(malaria_renamed: Path) -> None:
+    found = inspect_data(malaria_renamed)
+    assert found.summary["patient_ids"] == {} and found.summary["images_without_patient"] == 60
+    assert (
+        "patient ids: 0 of 60 images; a training would split by image for 60 of 60 images "
+        "(no patient id)"
+    ) in found.text().splitlines()
+
+
+def test_a_recipes_rule_can_be_tried_before_training(malaria_renamed: Path) -> None:
+    found = inspect_data(malaria_renamed, patients=PatientRule(r"img_(\d+)"))
+    assert "patient ids: 60 of 60 images (data.patient_pattern 60)" in found.text().splitlines()
+    assert found.summary["n_patients"] == 60
+
+
+def test_dicom_patients_are_counted_and_never_shown_in_clear(malaria_dicoms) -> None:
+    root, raw_ids = malaria_dicoms
+    found = inspect_data(root)
+    text, as_json = found.text(), json.dumps(found.to_dict())
+    assert "patient ids: 24 of 24 images (DICOM PatientID 24)" in text.splitlines()
+    assert found.summary["n_patients"] == 2 and found.unreadable == []
+    assert not any(raw in text or raw in as_json for raw in raw_ids)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from medsight.data.patients import PatientRule
 from medsight.data.sources import load_table
 from medsight.errors import DataError
 
@@ -52,6 +53,7 @@ def test_csv_source_resolves_paths_and_skips_missing_files(
     table = load_table(sheet)
     assert len(table) == 4
     assert list(table.frame["patient"]) == ["pat0", "pat1", "pat2", "pat3"]
+    assert set(table.frame["patient_source"]) == {"column"}
     assert list(table.frame["split"]) == ["train", "train", "test", "test"]
     assert len(table.skipped) == 1
     assert "does-not-exist.png" in table.skipped[0][0]
@@ -69,6 +71,7 @@ def test_csv_relative_paths_are_relative_to_the_sheet(malaria_subset: Path) -> N
         table = load_table(sheet)
         assert Path(table.frame["path"][0]).is_file()
         assert table.frame["patient"][0] is not None  # parsed from the file name
+        assert table.frame["patient_source"][0] == "filename"
     finally:
         sheet.unlink()
 
@@ -80,6 +83,17 @@ def test_medmnist_npz_source(datasets_dir: Path) -> None:
     assert counts[("test", "normal")] == 234 and counts[("test", "pneumonia")] == 390
     assert counts[("val", "normal")] == 135 and counts[("train", "normal")] == 388
     assert table.frame["path"][0].startswith(str(npz) + "::train_images/")
+    assert table.frame["patient"].isna().all() and table.frame["patient_source"].isna().all()
+
+
+def test_a_sheet_takes_the_recipes_patient_rule(malaria_renamed: Path, tmp_path: Path) -> None:
+    files = sorted(malaria_renamed.rglob("*.png"))
+    sheet = tmp_path / "sheet.csv"
+    rows = [f"{f},{f.parent.name},{f.stem.replace('img_', 'case')}" for f in files]
+    sheet.write_text("path,label,subject\n" + "\n".join(rows) + "\n")
+    table = load_table(sheet, patients=PatientRule(r"img_(\d+)"))
+    assert set(table.frame["patient_source"]) == {"pattern"}
+    assert table.frame["patient"].tolist() == [f.stem.removeprefix("img_") for f in files]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from medsight.data.io import content_sha256
+from medsight.data.patients import PatientRule, patient_from_filename
 from medsight.data.sources import ImageTable, load_table
 from medsight.data.splits import assign_folds, assign_splits, check_leakage, find_leakage
 from medsight.errors import LeakageError
@@ -115,3 +116,75 @@ def test_image_level_split_is_possible_but_warned(malaria: ImageTable, caplog) -
         frame = assign_splits(malaria, seed=0, by="image").frame
     assert "splitting by IMAGE" in caplog.text
     assert find_leakage(frame).patients  # patients do cross splits at image level
+
+
+def _relaid(subset: Path, root: Path, layout: str) -> dict[str, str]:
+    """The real cells of ``subset`` under neutral names, their patient (from the original file
+    name) kept only in the layout: ``parent`` (CLASS/PATIENT/img_N.png) or ``pattern``
+    (CLASS/img_N_pt-PATIENT.png). Returns each new path's true patient."""
+    truth = {}
+    for number, file in enumerate(sorted(subset.rglob("*.png"))):
+        patient = patient_from_filename(file.name)
+        if layout == "parent":
+            target = root / file.parent.name / patient / f"img_{number}.png"
+        else:
+            target = root / file.parent.name / f"img_{number}_pt-{patient}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(file.resolve())
+        truth[str(target)] = patient
+    return truth
+
+
+@pytest.mark.parametrize(
+    ("layout", "rule"),
+    [("parent", PatientRule(from_parent=True)), ("pattern", PatientRule(r"_pt-(?P<patient>\w+)"))],
+)
+def test_the_recipes_rule_groups_real_cells_by_patient(
+    malaria_subset: Path, tmp_path: Path, layout: str, rule: PatientRule
+) -> None:
+    truth = _relaid(malaria_subset, tmp_path / "data", layout)
+    assert load_table(tmp_path / "data").frame["patient"].isna().all()  # names hide them
+    table = load_table(tmp_path / "data", patients=rule)
+    frame = table.frame.assign(sha256=table.frame["path"])
+    assert dict(zip(frame["path"], frame["patient"], strict=True)) == truth
+    assert set(frame["patient_source"]) == {layout}
+    frame = assign_splits(ImageTable(frame, table.class_names, table.source), seed=1).frame
+    splits_per_patient = frame.groupby("patient")["split"].nunique()
+    assert len(splits_per_patient) > 20 and (splits_per_patient == 1).all()
+    assert set(frame["split"]) == {"train", "val", "test"}
+    assert find_leakage(frame).summary() == (
+        "no patient and no identical image appears in more than one split"
+    )
+
+
+# (patients, splits) -> the leakage summary: it never claims a check it could not make
+SUMMARY_CASES = [
+    (
+        ["a", "b"], ["train", "test"],
+        "no patient and no identical image appears in more than one split",
+    ),
+    (
+        [None, None], ["train", "test"],
+        "no identical image appears in more than one split; patients not checked: none of the "
+        "2 images has a patient id",
+    ),
+    (
+        ["a", None], ["train", "test"],
+        "among the images with a patient id no patient, and no identical image, appears in more "
+        "than one split; 1 of 2 images have no patient id (not checked)",
+    ),
+    (
+        ["a", "a", None], ["train", "test", "test"],
+        "1 patient(s) in more than one split, e.g. a (test/train); 1 of 3 images have no "
+        "patient id (not checked)",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("patients", "splits", "expected"), SUMMARY_CASES)
+def test_leakage_summary_counts_images_without_patient(patients, splits, expected: str) -> None:
+    frame = pd.DataFrame(
+        {"path": [f"/d/{i}.png" for i in range(len(patients))], "patient": patients,
+         "split": splits, "sha256": [str(i) for i in range(len(patients))]}
+    )  # fmt: skip
+    assert find_leakage(frame).summary() == expected

@@ -88,3 +88,12 @@ def test_the_table_itself_is_not_changed() -> None:
 )
 def test_duplicates_only_when_hashed(hashes: list[str], expected: dict) -> None:
     assert data_summary(_table(ROWS, sha256=hashes))["duplicates"] == expected
+
+
+def test_images_with_a_patient_id_per_rule_and_without_one() -> None:
+    table = _table(ROWS)
+    table.frame["patient_source"] = ["filename", "filename", "column", "dicom", "column", None, "x"]
+    summary = data_summary(table)
+    assert summary["patient_ids"] == {"column": 2, "dicom": 1, "filename": 2, "x": 1}
+    assert summary["images_without_patient"] == 1
+    json.dumps(summary)

@@ -262,3 +262,35 @@ def test_notes_and_the_split_warning_are_limitations() -> None:
 
 def test_no_split_warning_no_line() -> None:
     assert len(_limitations(model_card(_spec(), {"split_warning": ""}))) == 2
+
+
+NO_IDS = "no identical image appears in more than one split; patients not checked: none of the 300 images has a patient id"  # noqa: E501
+
+
+@pytest.mark.parametrize(
+    ("split_by", "without", "expected"),
+    [
+        ("patient", 0, "- Split by: patient; leakage check: "),
+        ("image", 300, "- Split by: image: split by image for 300 of 300 images (no patient id); "),
+        (
+            "mixed",
+            40,
+            "- Split by: mixed: split by image for 40 of 300 images (no patient id), by patient "
+            "for the rest; ",
+        ),
+        ("image", 0, "- Split by: image; leakage check: "),  # the recipe's own choice
+    ],
+)
+def test_the_split_line_names_images_without_a_patient(
+    split_by: str, without: int, expected: str
+) -> None:
+    metrics = {
+        "split_by": split_by,
+        "images_without_patient": without,
+        "data": {"n_images": 300},
+        "leakage": NO_IDS,
+    }
+    card = model_card(_spec(), metrics)
+    assert any(line.startswith(expected) for line in _lines(card)), card
+    if split_by != "patient":
+        assert "Split by: patient" not in card

@@ -279,3 +279,42 @@ def test_rewriting_replaces_the_report(tmp_path: Path) -> None:
     html = (folder / "report.html").read_text()
     assert "the second title" in html and "the first title" not in html
     assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "plots", "report.html"]
+
+
+@pytest.mark.parametrize(
+    ("split_by", "without", "split", "css"),
+    [
+        ("patient", 0, "patient", "ok"),
+        ("image", 7, "image: split by image for 7 of 7 images (no patient id)", "warning"),
+        (
+            "mixed",
+            2,
+            "mixed: split by image for 2 of 7 images (no patient id), by patient for the rest",
+            "warning",
+        ),
+    ],
+)
+def test_the_data_section_never_claims_a_patient_split_not_made(
+    tmp_path: Path, split_by: str, without: int, split: str, css: str
+) -> None:
+    data = {
+        "source": "folder /data/cells",
+        "splits": [{"split": "test", "counts": [3, 4], "total": 7, "patients": 7 - without}],
+        "class_names": ["NORMAL", "PNEUMONIA"],
+        "n_images": 7,
+        "n_patients": 7 - without,
+        "patient_ids": {"filename": 7 - without} if without < 7 else {},
+        "images_without_patient": without,
+    }
+    leakage = "no patient and no identical image appears in more than one split"
+    metrics = {
+        **_metrics(BINARY),
+        "data": data,
+        "leakage": leakage,
+        "split_by": split_by,
+        "images_without_patient": without,
+    }
+    html = write_report(_folder(tmp_path, metrics)).read_text()
+    assert f"Split by <strong>{split}</strong>." in html
+    assert f"Patient ids: {7 - without} of 7 images" in html
+    assert f'<p class="{css}">Leakage check:' in html  # never a clean bill without a patient split

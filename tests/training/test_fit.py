@@ -81,7 +81,9 @@ def test_training_learns_on_held_out_patients(run: Path) -> None:
 
 def test_splits_have_no_patient_in_two_splits(run: Path) -> None:
     splits = pd.read_csv(run / "splits.csv")
-    assert list(splits.columns) == ["path", "label", "patient", "split", "sha256"]
+    columns = ["path", "label", "patient", "patient_source", "split", "sha256"]
+    assert list(splits.columns) == columns
+    assert set(splits["patient_source"]) == {"filename"}  # the rule behind every patient id
     assert len(splits) == 600 and set(splits["split"]) == {"train", "val", "test"}
     assert (splits.groupby("patient")["split"].nunique() == 1).all()
     assert splits["sha256"].str.fullmatch(r"[0-9a-f]{64}").all()

@@ -79,6 +79,7 @@ def test_run_facts_are_recorded(metrics: dict) -> None:
     assert metrics["epochs_run"] == 1 and metrics["best_epoch"] == 1
     assert metrics["resumed"] is False and metrics["world_size"] == 1
     assert metrics["split_by"] == "patient" and metrics["split_warning"] is None
+    assert metrics["images_without_patient"] == 0
     assert metrics["skipped"] == 0
     assert metrics["published"]["claim"] == "above 90 % validation accuracy"
     assert metrics["data"] and metrics["leakage"] is not None
@@ -147,3 +148,48 @@ def test_model_card_is_the_bundles_and_the_report_exists(run: Path, metrics: dic
     report = (run / "report.html").read_text()
     assert report.lstrip().lower().startswith("<!doctype html")
     assert "malaria-lenet" in report and "data:image/png;base64," in report
+
+
+def test_splits_record_which_rule_gave_each_patient(splits: pd.DataFrame) -> None:
+    assert set(splits["patient_source"]) == {"filename"} and splits["patient"].notna().all()
+
+
+def _train(data: Path, out: Path, *extra: str) -> Path:
+    overrides = [o for o in OVERRIDES if not o.startswith("data.limit")] + list(extra)
+    run = Run.create(load_recipe("malaria-lenet", overrides), out)
+    return run.fit(run.prepare(data))
+
+
+def test_renamed_cells_are_split_by_image_and_nothing_claims_otherwise(
+    malaria_renamed: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        run = _train(malaria_renamed, tmp_path / "run")
+    note = "split by image for 60 of 60 images (no patient id)"
+    assert note in caplog.text  # the log
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split_by"] == "image" and metrics["images_without_patient"] == 60
+    assert metrics["split_warning"].startswith(note)
+    card = (run / "model_card.md").read_text()
+    assert f"- Split by: image: {note}; leakage check: no identical image appears" in card
+    assert "Split by: patient" not in card and "no patient and no identical" not in card
+    report = (run / "report.html").read_text()
+    assert f"Split by <strong>image: {note}</strong>" in report
+    assert '<p class="ok">Leakage check' not in report
+
+
+def test_raw_dicom_patient_ids_never_leave_the_files(malaria_dicoms, tmp_path: Path) -> None:
+    root, raw_ids = malaria_dicoms  # two patients, so half of them (one) is the val split
+    run = _train(root, tmp_path / "run", "data.val_fraction=0.5", "data.test_fraction=0")
+    splits = pd.read_csv(run / "splits.csv")
+    assert set(splits["patient_source"]) == {"dicom"}
+    assert splits.groupby("patient")["split"].nunique().tolist() == [1, 1]
+    assert sorted(splits["split"].unique()) == ["train", "val"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split_by"] == "patient" and metrics["images_without_patient"] == 0
+    written = [p for p in run.rglob("*") if p.is_file()]
+    assert len(written) > 10 and any(p.parent.name == "bundle" for p in written)
+    for file in written:
+        data = file.read_bytes()
+        for raw in raw_ids:
+            assert raw.encode() not in data and raw.encode("utf-16-le") not in data, file

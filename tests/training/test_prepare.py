@@ -1,5 +1,5 @@
 """Which class is the disease (positive) class of a binary task; data that cannot be learnt
-from is refused before it is decoded."""
+from is refused before it is decoded; what the split says of images without a patient id."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from medsight.config import load_recipe
+from medsight.config import Recipe, load_recipe
+from medsight.data.patients import PatientRule
+from medsight.data.sources import ImageTable, load_table
 from medsight.errors import ConfigError, DataError
 from medsight.training import prepare as prepare_module
-from medsight.training.prepare import hashed_table, positive_class, prepare
+from medsight.training.prepare import hashed_table, positive_class, prepare, split_table
 
 
 @pytest.mark.parametrize(
@@ -90,3 +92,37 @@ def test_the_covid_folder_given_to_the_malaria_recipe(
 ) -> None:
     with pytest.raises(DataError, match=r"metadata.csv.*--recipe covid"):
         prepare(load_recipe("malaria-lenet"), datasets_dir / "covid", tmp_path, write=False)
+
+
+def _renamed(malaria_renamed: Path, overrides: list[str]) -> tuple[Recipe, ImageTable]:
+    table = load_table(malaria_renamed)
+    table.frame["sha256"] = table.frame["path"]
+    return load_recipe("malaria-lenet", overrides), table
+
+
+def test_require_patients_refuses_images_without_one(malaria_renamed: Path) -> None:
+    recipe, table = _renamed(malaria_renamed, ["data.require_patients=true"])
+    with pytest.raises(DataError, match=r"60 of 60 images have no patient id \(e\.g\. /.*img_0"):
+        split_table(recipe, table)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warning"),
+    [
+        ([], "split by image for 60 of 60 images (no patient id): those images' patients"),
+        (["data.split_by=image"], "split by IMAGE, as the tutorial did"),
+        (["data.patient_pattern=img_(\\d+)"], None),  # every image has an id now
+    ],
+)
+def test_the_split_warning_says_what_was_split_by_image(
+    malaria_renamed: Path, overrides: list[str], warning: str | None
+) -> None:
+    recipe, table = _renamed(malaria_renamed, overrides)
+    if recipe.data.patient_pattern:
+        table = load_table(malaria_renamed, patients=PatientRule.of(recipe.data))
+        table.frame["sha256"] = table.frame["path"]
+    _, found = split_table(recipe, table)
+    if warning is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(warning)

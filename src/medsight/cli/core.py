@@ -19,6 +19,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     inspect.add_argument("path", help="class-folder tree, CSV sheet or MedMNIST .npz")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    inspect.add_argument(
+        "--patient-pattern", metavar="REGEX", help="try a recipe's data.patient_pattern"
+    )
+    inspect.add_argument(
+        "--patient-from", choices=["parent"], help="try a recipe's data.patient_from"
+    )
     download = data_cmds.add_parser("download", help="fetch a public dataset into the cache")
     download.add_argument("name", help="dataset name (malaria)")
     download.add_argument(
@@ -77,7 +83,7 @@ def run_data(args: argparse.Namespace) -> None:
     from medsight import api
 
     if args.data_command == "inspect":
-        found = api.inspect(args.path)
+        found = api.inspect(args.path, args.patient_pattern, args.patient_from)
         print(json.dumps(found.to_dict(), indent=2) if args.json else found.text())
     else:
         print(api.download(args.name, args.root))

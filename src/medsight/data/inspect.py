@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medsight.data.io import content_sha256, read_image
+from medsight.data.patients import DEFAULT_RULE, PatientCoverage, PatientRule
 from medsight.data.sources import load_table
 from medsight.data.splits import find_leakage
 from medsight.data.summary import data_summary
@@ -39,6 +40,13 @@ class Inspection:
             "leakage": self.leakage,
         }
 
+    def patients_line(self) -> str:
+        """How many images have a patient id and from which rule; those without one are split
+        by image, which the user should know before training."""
+        coverage = PatientCoverage(self.summary["n_images"], self.summary["patient_ids"])
+        note = coverage.note()
+        return coverage.text() + (f"; a training would {note}" if note else "")
+
     def text(self) -> str:
         s = self.summary
         names = s["class_names"]
@@ -47,6 +55,7 @@ class Inspection:
         lines = [
             f"source: {self.source}",
             f"images: {s['n_images']}   patient groups: {s['n_patients']}",
+            self.patients_line(),
             "",
             head + f"{'total':>9}{'patients':>10}",
         ]
@@ -76,9 +85,12 @@ class Inspection:
         return "\n".join(lines)
 
 
-def inspect_data(path: str | Path, threads: int = 2) -> Inspection:
-    """Count, decode and hash every image of a data source."""
-    table = load_table(path)
+def inspect_data(
+    path: str | Path, threads: int = 2, patients: PatientRule = DEFAULT_RULE
+) -> Inspection:
+    """Count, decode and hash every image of a data source (patient ids by ``patients``, so a
+    recipe's rule can be tried before training)."""
+    table = load_table(path, patients=patients)
     frame = table.frame
     result = Inspection(table.source, data_summary(table), unreadable=list(table.skipped))
     hashes: list[str] = [""] * len(frame)

@@ -1,7 +1,8 @@
 """Data sources: a folder per class, a CSV sheet or a MedMNIST ``.npz``, all giving one contract.
 
 Every source returns an :class:`ImageTable`: one row per image with its ``path``, ``label``
-(class name), ``patient`` (or None) and ``split`` (or None), plus the ordered class names.
+(class name), ``patient`` (or None), ``patient_source`` (the rule that gave that id, see
+:mod:`medsight.data.patients`) and ``split`` (or None), plus the ordered class names.
 Everything downstream (splits, training, evaluation) only ever sees that table.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from medsight.data.io import is_image_file, npz_entry
-from medsight.data.patients import patient_from_filename
+from medsight.data.patients import DEFAULT_RULE, PatientRule, identify_patients
 from medsight.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,13 @@ class ImageTable:
         return ImageTable(rows, self.class_names, self.source, self.skipped)
 
 
-def load_table(path: str | Path, class_names: list[str] | None = None) -> ImageTable:
+def load_table(
+    path: str | Path, class_names: list[str] | None = None, patients: PatientRule = DEFAULT_RULE
+) -> ImageTable:
     """Open any supported source: a folder, a ``.csv`` sheet or a MedMNIST ``.npz`` file.
+
+    ``patients`` is the recipe's own patient-id rule, if any (:mod:`medsight.data.patients`);
+    every row records in ``patient_source`` which rule gave its id.
 
     A public dataset's name (``malaria``) that is not a local path is downloaded into the cache
     (``MEDSIGHT_DATA``) on first use. ``medmnist:<flag>`` (e.g. ``medmnist:pneumoniamnist``)
@@ -86,9 +92,9 @@ def load_table(path: str | Path, class_names: list[str] | None = None) -> ImageT
             "with path,label[,patient,split] columns, or a MedMNIST .npz)"
         )
     if path.is_dir():
-        table = from_folder(path)
+        table = from_folder(path, patients)
     elif path.suffix.lower() == ".csv":
-        table = from_csv(path)
+        table = from_csv(path, patients)
     elif path.suffix.lower() == ".npz":
         table = from_npz(path, class_names)
     else:
@@ -108,7 +114,7 @@ def _class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def from_folder(root: Path) -> ImageTable:
+def from_folder(root: Path, patients: PatientRule = DEFAULT_RULE) -> ImageTable:
     """A folder per class, optionally under ``train/``, ``val/``, ``test/`` split folders."""
     subdirs = _class_dirs(root)
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_ALIASES]
@@ -125,8 +131,8 @@ def from_folder(root: Path) -> ImageTable:
     for split, class_dir in layout:
         for file in sorted(class_dir.rglob("*")):
             if file.is_file() and is_image_file(file) and not file.name.startswith("."):
-                rows.append((str(file), class_dir.name, patient_from_filename(file), split))
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+                rows.append((str(file), class_dir.name, None, split))
+    frame = identify_patients(pd.DataFrame(rows, columns=COLUMNS), patients, root)
     class_names = sorted({c.name for _, c in layout})
     return ImageTable(frame, class_names, f"folder {root}")
 
@@ -144,7 +150,7 @@ def _pick(columns: list[str], candidates: tuple[str, ...], csv: Path, required: 
     return None
 
 
-def from_csv(csv: Path) -> ImageTable:
+def from_csv(csv: Path, patients: PatientRule = DEFAULT_RULE) -> ImageTable:
     """A sheet with path and label columns (patient and split optional).
 
     Relative paths are resolved against the CSV's folder. Rows whose image file is missing are
@@ -181,13 +187,13 @@ def from_csv(csv: Path) -> ImageTable:
                 f"{csv} line {number}: unknown split {split!r} (use train, val or test)"
             )
         source = record[source_col].strip() if source_col else None
-        patient = patient or patient_from_filename(file)
         rows.append((file, label, patient, SPLIT_ALIASES.get(split), source or None))
     if skipped:
         log.warning("%s: %d row(s) skipped, e.g. %s: %s", csv, len(skipped), *skipped[0])
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "source"])
     if not source_col:
         frame = frame.drop(columns="source")
+    frame = identify_patients(frame, patients, csv.parent)
     return ImageTable(frame, sorted(frame["label"].unique()), f"csv {csv}", skipped)
 
 
@@ -228,7 +234,7 @@ def from_npz(npz: Path, class_names: list[str] | None = None) -> ImageTable:
             f"{npz}: no '<split>_images' / '<split>_labels' arrays "
             f"(found: {', '.join(shapes)}); is it a MedMNIST file?"
         )
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame = pd.DataFrame(rows, columns=COLUMNS).assign(patient_source=None)
     n_classes = int(frame["label"].max()) + 1
     names = class_names or [str(i) for i in range(n_classes)]
     frame["label"] = [names[i] for i in frame["label"]]

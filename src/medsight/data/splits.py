@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from medsight.data.patients import patient_coverage
 from medsight.data.sources import ImageTable
 from medsight.errors import DataError, LeakageError
 
@@ -116,18 +117,34 @@ def assign_folds(table: ImageTable, k: int, seed: int = 0, by: str = "patient") 
 
 @dataclass
 class LeakageReport:
-    """Patients and identical images found in more than one split."""
+    """Patients and identical images found in more than one split, and how many images had no
+    patient id to check (the summary never claims a patient check it could not make)."""
 
     patients: dict[str, list[str]] = field(default_factory=dict)  # patient -> splits
     duplicates: dict[str, list[str]] = field(default_factory=dict)  # sha256 -> paths
+    n_images: int = 0
+    unchecked: int = 0  # images without a patient id
 
     @property
     def clean(self) -> bool:
         return not self.patients and not self.duplicates
 
+    def _unchecked(self) -> str:
+        if self.unchecked == self.n_images:
+            return f"patients not checked: none of the {self.n_images} images has a patient id"
+        return f"{self.unchecked} of {self.n_images} images have no patient id (not checked)"
+
     def summary(self) -> str:
-        if self.clean:
+        if self.clean and not self.unchecked:
             return "no patient and no identical image appears in more than one split"
+        if self.clean:
+            checked = (
+                "no identical image appears in more than one split"
+                if self.unchecked == self.n_images
+                else "among the images with a patient id no patient, and no identical image, "
+                "appears in more than one split"
+            )
+            return f"{checked}; {self._unchecked()}"
         parts = []
         if self.patients:
             examples = ", ".join(f"{p} ({'/'.join(s)})" for p, s in list(self.patients.items())[:5])
@@ -137,12 +154,15 @@ class LeakageReport:
             parts.append(
                 f"{len(self.duplicates)} identical image(s) in more than one split, e.g. {examples}"
             )
+        if self.unchecked:
+            parts.append(self._unchecked())
         return "; ".join(parts)
 
 
 def find_leakage(frame: pd.DataFrame) -> LeakageReport:
     """Which patients and which content hashes occur in more than one split."""
-    report = LeakageReport()
+    coverage = patient_coverage(frame)
+    report = LeakageReport(n_images=coverage.n_images, unchecked=coverage.without)
     if "patient" in frame:
         known = frame[frame["patient"].notna() & (frame["patient"] != "")]
         for patient, splits in known.groupby("patient")["split"]:

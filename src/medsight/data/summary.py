@@ -1,5 +1,5 @@
-"""Counts per split and class, and patients per split: the data summary of ``data inspect``,
-the report and ``metrics.json``."""
+"""Counts per split and class, patients per split and where their ids came from: the data
+summary of ``data inspect``, the report and ``metrics.json``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from typing import Any
 
 import pandas as pd
 
+from medsight.data.patients import patient_coverage
 from medsight.data.sources import ImageTable
 
 
 def data_summary(table: ImageTable) -> dict[str, Any]:
-    """Images per split and class, patients per split, and (for a hashed table) the groups of
-    byte-identical files."""
+    """Images per split and class, patients per split, images with a patient id per rule (and
+    without one), and (for a hashed table) the groups of byte-identical files."""
     frame = table.frame.assign(split=table.frame["split"].fillna("(none)"))
     counts = pd.crosstab(frame["split"], frame["label"]).reindex(
         columns=table.class_names, fill_value=0
@@ -22,6 +23,7 @@ def data_summary(table: ImageTable) -> dict[str, Any]:
     if "sha256" in frame:
         sizes = frame.groupby("sha256").size()
         duplicates = {"groups": int((sizes > 1).sum()), "files": int(sizes[sizes > 1].sum())}
+    coverage = patient_coverage(table.frame)
     return {
         "source": table.source,
         "splits": [
@@ -36,5 +38,7 @@ def data_summary(table: ImageTable) -> dict[str, Any]:
         "class_names": table.class_names,
         "n_images": len(frame),
         "n_patients": int(frame["patient"].nunique()),
+        "patient_ids": coverage.by_rule,  # rule -> images with an id from it
+        "images_without_patient": coverage.without,
         "duplicates": duplicates,
     }

@@ -10,7 +10,7 @@ from typing import Any
 
 from medsight.bundle import BundleSpec
 from medsight.config import Recipe
-from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS
+from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS, split_line
 
 # What is known of the licences of the public datasets the built-in recipes use.
 DATA_LICENCES = {
@@ -75,7 +75,7 @@ def model_card(
         "## Data",
         f"- Source: {source}",
         *(f"- Licence: {text}" for text in licences),
-        f"- Split by: {metrics.get('split_by', 'n/a')}; leakage check: "
+        f"- Split by: {split_line(metrics)}; leakage check: "
         f"{metrics.get('leakage', 'not checked')}",
         "",
         "## Decision threshold and calibration",

@@ -18,6 +18,7 @@ import jinja2
 import pandas as pd
 
 from medsight.config import Recipe, load_recipe
+from medsight.data.patients import PatientCoverage
 from medsight.fsutil import atomic_write_text
 
 BINARY_ROWS = [
@@ -48,6 +49,27 @@ MULTICLASS_ROWS = [
     ("ece", "Expected calibration error (lower is better)"),
 ]
 PLOTS = ("curves", "confusion_matrix", "roc_pr", "reliability", "worst_errors", "predictions")
+
+
+def split_line(metrics: dict[str, Any]) -> str:
+    """What the split was made by, naming the images split one by one for want of a patient id
+    (the card and the report say the same, so neither claims a patient split not made)."""
+    split_by = metrics.get("split_by")
+    if not split_by:
+        return "n/a"
+    without = metrics.get("images_without_patient") or 0
+    n_images = (metrics.get("data") or {}).get("n_images")
+    if not without or not n_images or split_by == "patient":
+        return str(split_by)
+    line = f"{split_by}: split by image for {without} of {n_images} images (no patient id)"
+    return line + (", by patient for the rest" if split_by == "mixed" else "")
+
+
+def _patient_ids(data: dict[str, Any] | None) -> str | None:
+    if not data or data.get("patient_ids") is None:
+        return None
+    text = PatientCoverage(data["n_images"], data["patient_ids"]).text()
+    return text[0].upper() + text[1:]
 
 
 def _inline_png(path: Path) -> str | None:
@@ -100,7 +122,9 @@ def write_report(folder: Path, title: str | None = None) -> Path:
         metric_rows=BINARY_ROWS if binary else MULTICLASS_ROWS,
         data=metrics.get("data"),
         leakage=leakage,
-        leakage_ok=leakage.startswith("no patient"),
+        leakage_ok=leakage.startswith("no patient") and metrics.get("split_by") == "patient",
+        split=split_line(metrics),
+        patient_ids=_patient_ids(metrics.get("data")),
         skipped=_skipped(folder),
         audit=_read_json(folder / "audit.json"),
         images={name: _inline_png(folder / "plots" / f"{name}.png") for name in PLOTS},

@@ -17,6 +17,7 @@ from torch import nn
 from medsight import __version__
 from medsight.bundle import Bundle, BundleSpec, fit_guard, predictions_frame, save_bundle
 from medsight.config import Recipe
+from medsight.data.patients import patient_coverage
 from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
 from medsight.evaluation.plots import plot_curves, plot_prediction_grid
@@ -83,12 +84,16 @@ def write_run_outputs(
         rows = data.table.frame[split == name]
         table = predictions_frame(rows, values, spec, domain_scores[name])
         atomic_write_text(out / file, table.to_csv(index=False))
+    coverage = patient_coverage(data.table.frame)
     metrics = {
         **results[held_out],
         "split": held_out,
         "val": results["val"],
         **facts,
-        "split_by": recipe.data.split_by,
+        # the unit the split really used, not the recipe's wish: images without an id are
+        # split one by one
+        "split_by": coverage.split_by(recipe.data.split_by),
+        "images_without_patient": coverage.without,
         "skipped": len(data.skipped),
         "published": recipe.published.model_dump() if recipe.published else None,
         "data": data_summary(data.table),

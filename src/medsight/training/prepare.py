@@ -7,6 +7,7 @@ run prepares identical data without talking to the others.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ import pandas as pd
 from medsight.config import Recipe
 from medsight.data.dataset import decode_images
 from medsight.data.io import content_sha256
+from medsight.data.patients import PatientRule, patient_coverage, require_patients
 from medsight.data.sources import ImageTable
 from medsight.data.splits import assign_splits, check_leakage
 from medsight.data.trainable import check_classes, check_split_classes, load_trainable
@@ -25,8 +27,9 @@ from medsight.fsutil import atomic_write_text
 from medsight.models.lungs import LungCrop
 from medsight.progress import progress
 
+log = logging.getLogger(__name__)
 NEGATIVE_NAMES = {"normal", "uninfected", "healthy", "negative", "no finding", "benign", "0"}
-SPLIT_COLUMNS = ["path", "label", "patient", "split", "sha256"]
+SPLIT_COLUMNS = ["path", "label", "patient", "patient_source", "split", "sha256"]
 
 
 @dataclass
@@ -92,7 +95,7 @@ def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageT
     """The data source, or for ``data.curation`` the curated table (its manifest into ``out``)."""
     cfg = recipe.data
     if not cfg.curation:
-        return load_trainable(data)
+        return load_trainable(data, patients=PatientRule.of(cfg))
     from medsight.data.curate import curate_covid, write_manifest
 
     data = Path(data).expanduser().resolve()  # absolute paths in splits.csv
@@ -128,6 +131,8 @@ def split_table(recipe: Recipe, table: ImageTable) -> tuple[ImageTable, str | No
     """Fill in train/val/test (keeping given splits), check that each holds every class, and
     check for leakage."""
     cfg = recipe.data
+    if cfg.require_patients:
+        require_patients(table.frame)
     given = frozenset(table.frame["split"].dropna())
     table = assign_splits(
         table, cfg.val_fraction, cfg.test_fraction, recipe.train.seed, by=cfg.split_by
@@ -140,6 +145,13 @@ def split_table(recipe: Recipe, table: ImageTable) -> tuple[ImageTable, str | No
             "split by IMAGE, as the tutorial did: one patient's images can be in train "
             "and test, so held-out figures are optimistic"
         )
+    elif note := patient_coverage(table.frame).note():
+        warning = (
+            f"{note}: those images' patients may be in more than one split, so held-out "
+            "figures may be optimistic; give patient ids (docs/data.md) or set "
+            "data.require_patients=true"
+        )
+        log.warning(warning)
     report = check_leakage(table.frame, strict=not given and cfg.split_by == "patient")
     table.frame.attrs["leakage"] = report.summary()
     return table, warning
@@ -174,7 +186,7 @@ def prepare(
     if write:
         skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
         atomic_write_text(out / "skipped.csv", skipped.to_csv(index=False))
-        columns = SPLIT_COLUMNS + (["source"] if "source" in table.frame else [])
+        columns = [c for c in [*SPLIT_COLUMNS, "source"] if c in table.frame]
         atomic_write_text(out / "splits.csv", table.frame[columns].to_csv(index=False))
         facts = {
             "data": str(data),
