@@ -101,6 +101,7 @@ def write_run_outputs(
         "split_warning": data.split_warning,
         "domain": domain_summary(domain.model_dump(), domain_scores[held_out], held_out),
     }
+    metrics["out_of_domain"] = metrics["domain"]["out_of_domain"]
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
 
     plots = out / "plots"
