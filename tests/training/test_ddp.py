@@ -33,6 +33,7 @@ def test_two_process_ddp_writes_one_bundle(malaria_subset: Path, tmp_path: Path)
     _train_ddp("malaria-lenet", malaria_subset, out, "data.limit=200", "data.image_size=[48, 48]")
     assert sorted(p.name for p in (out / "bundle").iterdir()) == [
         "bundle.json",
+        "domain.safetensors",
         "model.safetensors",
         "model_card.md",
     ]
