@@ -153,3 +153,36 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=executable, headless=True)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def cell_bundle(malaria_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained Parasitized/Uninfected bundle (seeded weights) whose domain guard is
+    fitted on real malaria cells: chest X-rays given to it are out of domain."""
+    import numpy as np
+    import torch
+
+    from medsight.bundle import BundleSpec, fit_guard, save_bundle
+    from medsight.data.io import load_image
+    from medsight.models.zoo import create_model
+
+    files = sorted(malaria_subset.glob("*/*.png"))[::2]  # both classes, spread over patients
+    pixels = np.stack([load_image(f, size=(64, 64), channels=3) for f in files])
+    labels = np.array([f.parent.name == "Uninfected" for f in files], dtype=int)
+    train = np.arange(len(files)) % 4 != 0
+    guard, domain = fit_guard(pixels[train], labels[train], pixels[~train])
+    torch.manual_seed(0)
+    spec = BundleSpec(
+        model_name="malaria_lenet",
+        class_names=["Parasitized", "Uninfected"],
+        positive_class="Parasitized",
+        image_size=(64, 64),
+        channels=3,
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+        recipe="test-cells",
+        domain=domain,
+    )
+    model = create_model(spec.model_name, 2, 3, spec.image_size)
+    folder = tmp_path_factory.mktemp("bundles") / "cells"
+    return save_bundle(folder, model, spec, guard=guard)

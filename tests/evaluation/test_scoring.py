@@ -166,3 +166,29 @@ def test_audit_adds_its_section_to_an_existing_report(
     html = (out / "report.html").read_text()
     assert "Source probe" in html and "Occlusion probe" in html
     assert "Shortcut audit" in (out / "model_card.md").read_text()
+
+
+def test_evaluate_counts_out_of_domain_images_and_scores_the_rest_alone(
+    cell_bundle: Path, malaria_subset: Path, chest_xray_dir: Path, tmp_path: Path
+) -> None:
+    from medsight import api
+
+    data = tmp_path / "mixed"
+    for name in ("Parasitized", "Uninfected"):
+        (data / name).mkdir(parents=True)
+        for cell in sorted((malaria_subset / name).glob("*.png"))[1::10][:15]:
+            (data / name / cell.name).symlink_to(cell.resolve())
+    xrays = sorted((chest_xray_dir / "test" / "NORMAL").glob("*.jpeg"))[:10]
+    for xray in xrays:  # X-rays filed as cells: what a mixed-up folder looks like
+        (data / "Uninfected" / xray.name).symlink_to(xray)
+    metrics = api.evaluate(cell_bundle, data, tmp_path / "eval")
+    domain = metrics["domain"]
+    assert domain["n"] == 40 and domain["flagged"] >= 10
+    assert metrics["out_of_domain"] == pytest.approx(domain["flagged"] / 40)
+    assert domain["in_domain_figures"]["n"] == 40 - domain["flagged"]
+    frame = pd.read_csv(tmp_path / "eval" / "predictions.csv", dtype={"in_domain": str})
+    flagged = set(frame.loc[frame["in_domain"] == "false", "path"].map(lambda p: Path(p).name))
+    assert {x.name for x in xrays} <= flagged
+    report = (tmp_path / "eval" / "report.html").read_text()
+    assert f"{domain['flagged']} of 40 images" in report
+    assert "Domain check" in (tmp_path / "eval" / "model_card.md").read_text()

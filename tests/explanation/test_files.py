@@ -58,3 +58,16 @@ def test_cli_explain(tmp_path: Path, xray_bundle: Path, chest_xray_dir: Path, ca
         assert next(csv.DictReader(handle))["target"] == "NORMAL"
     code = main(["explain", str(xray_bundle), str(image), "--out", str(out), "--layer", "nope"])
     assert code == 2 and "error: layer 'nope'" in capsys.readouterr().err
+
+
+def test_an_out_of_domain_image_is_marked_on_its_overlay(
+    cell_bundle: Path, chest_xray_dir: Path, malaria_subset: Path, tmp_path: Path
+) -> None:
+    from medsight.bundle import load_bundle
+    from medsight.explanation.files import explain_files
+
+    xray = sorted((chest_xray_dir / "test" / "NORMAL").glob("*.jpeg"))[0]
+    frame, _ = explain_files(load_bundle(cell_bundle), [xray], tmp_path)
+    assert frame.loc[0, "in_domain"] == "false" and frame.loc[0, "domain_score"] > 1
+    overlay = np.asarray(Image.open(tmp_path / frame.loc[0, "overlay"]).convert("RGB"))
+    assert (overlay[2, :, 0] > 150).mean() > 0.5 and (overlay[2, :, 1] < 80).mean() > 0.3

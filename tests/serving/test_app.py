@@ -435,3 +435,23 @@ def test_cli_serve_answers_and_stops_cleanly(
         output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == exit_code, output
     assert "Application shutdown complete" in output and "Traceback" not in output
+
+
+def test_an_image_unlike_the_training_images_is_flagged_in_the_answer(
+    cell_bundle: Path, xrays: list[Path]
+) -> None:
+    with TestClient(create_app(cell_bundle)) as cells_client:
+        answer = cells_client.post(
+            "/v1/predict", files={"file": ("x.jpeg", xrays[0].read_bytes(), "image/jpeg")}
+        ).json()
+    assert answer["in_domain"] is False and answer["domain_score"] > 1
+    assert "does not look like the images the model was trained on" in answer["domain_warning"]
+    assert answer["decision"] in ("Parasitized", "Uninfected")  # the raw answer stays visible
+
+
+def test_a_bundle_without_a_guard_says_it_cannot_tell(client: TestClient, xrays: list[Path]):
+    answer = client.post(
+        "/v1/predict", files={"file": ("x.jpeg", xrays[0].read_bytes(), "image/jpeg")}
+    ).json()
+    assert answer["in_domain"] is None and answer["domain_score"] is None
+    assert "no domain check" in answer["domain_warning"]

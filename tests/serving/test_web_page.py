@@ -128,3 +128,24 @@ def test_page_sends_the_api_key(browser: Browser, keyed_server: str, xray: Path)
         assert page.text_content("#decision") in ("NORMAL", "PNEUMONIA")
     finally:
         page.close()
+
+
+@pytest.fixture(scope="module")
+def cells_server(cell_bundle: Path) -> Iterator[str]:
+    yield from _serve(cell_bundle)
+
+
+def test_an_out_of_domain_image_gets_a_plain_warning_not_a_decision(
+    browser: Browser, cells_server: str, xray: Path
+):
+    page, errors = _open(browser, cells_server)
+    try:
+        page.set_input_files("#file", str(xray))  # a chest X-ray for a blood-smear model
+        page.wait_for_selector("#result", state="visible", timeout=30_000)
+        assert page.is_visible("#domain-warning")
+        assert "does not look like the images" in page.text_content("#domain-warning")
+        decision = page.text_content("#decision")
+        assert decision == "No decision: image out of domain"
+        assert errors == []
+    finally:
+        page.close()
