@@ -14,7 +14,8 @@ import pandas as pd
 from torch import nn
 
 from medsight import __version__
-from medsight.bundle import Bundle, BundleSpec, predictions_frame, save_bundle
+from medsight.bundle import Bundle, BundleSpec, TrainingImages, predictions_frame, save_bundle
+from medsight.bundle.seen import SEEN_SPLITS
 from medsight.config import Recipe
 from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
@@ -96,6 +97,10 @@ def write_run_outputs(
     spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})
     card = model_card(spec, metrics, recipe)
     atomic_write_text(out / "model_card.md", card)
-    save_bundle(out / "bundle", model, spec, card, lung_crop=data.lungs)
+    seen = data.table.frame[data.table.frame["split"].isin(SEEN_SPLITS)]
+    training_images = TrainingImages.record(seen["sha256"], seen["patient"])
+    save_bundle(
+        out / "bundle", model, spec, card, lung_crop=data.lungs, training_images=training_images
+    )
     write_report(out)
     return metrics
