@@ -54,6 +54,12 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave out images whose class the model does not predict",
     )
+    parser.add_argument(
+        "--exclude-seen",
+        action="store_true",
+        help="leave out images the model was trained or tuned on (same file, or a patient "
+        "it saw); without it they are counted and warned about",
+    )
 
 
 def _data_options(args: argparse.Namespace) -> dict:
@@ -64,6 +70,7 @@ def _data_options(args: argparse.Namespace) -> dict:
         "split": args.split,
         "class_map": parse_class_map(args.class_map),
         "drop_unknown": args.drop_unknown_classes,
+        "exclude_seen": args.exclude_seen,
     }
 
 
@@ -74,6 +81,8 @@ def run_evaluate(args: argparse.Namespace) -> None:
         args.bundle, args.data, args.out, resamples=args.bootstrap, **_data_options(args)
     )
     _print_figures(metrics)
+    seen = metrics["seen_in_training"]
+    print(f"seen in training: {'unknown' if seen is None else seen}")
     print(f"report: {Path(args.out) / 'report.html'}")
 
 
