@@ -81,9 +81,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
         args.bundle, args.data, args.out, resamples=args.bootstrap, **_data_options(args)
     )
     _print_figures(metrics)
-    seen = metrics["seen_in_training"]
-    print(f"seen in training: {'unknown' if seen is None else seen}")
+    print(f"seen in training: {_seen(metrics['seen_in_training'])}")
     print(f"report: {Path(args.out) / 'report.html'}")
+
+
+def _seen(count: int | None) -> str:
+    """A seen-in-training count as printed: None is "unknown", never 0."""
+    return "unknown" if count is None else str(count)
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -98,6 +102,8 @@ def run_compare(args: argparse.Namespace) -> None:
         **_data_options(args),
     )
     print(f"{result['n']} images; differences are B - A (95 % CI, bootstrap p-value)")
+    seen = result["seen_in_training"]
+    print(f"seen in training: A {_seen(seen['a'])}, B {_seen(seen['b'])}")
     for key, d in result["difference_b_minus_a"].items():
         if d["value"] is not None and d["ci_low"] is not None:
             print(
@@ -125,6 +131,7 @@ def run_audit(args: argparse.Namespace) -> None:
     for name, row in found["occlusion"]["results"].items():
         auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
         print(f"{name:<14} accuracy {row['accuracy']:.3f}  ROC-AUC {auc}")
+    print(f"seen in training: {_seen(found['seen_in_training'])}")
     for warning in found["warnings"]:
         print(f"WARNING: {warning}")
     print(f"report: {Path(args.out) / 'report.html'}")
