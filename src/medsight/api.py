@@ -135,10 +135,10 @@ def export(
     return export_onnx(bundle, out, quantize, check)
 
 
-def _labelled(data, split, class_map, drop_unknown) -> LabelledData:
+def _labelled(data, split, class_map, drop_unknown, exclude_seen) -> LabelledData:
     from medsight.evaluation.labelled import LabelledData
 
-    return LabelledData.of(data, split, class_map, drop_unknown)
+    return LabelledData.of(data, split, class_map, drop_unknown, exclude_seen)
 
 
 def evaluate(
@@ -150,6 +150,7 @@ def evaluate(
     drop_unknown: bool = False,
     resamples: int | None = None,
     seed: int = 0,
+    exclude_seen: bool = False,
 ) -> dict[str, Any]:
     """Score a bundle on labelled data: ``metrics.json`` (each figure with a 95 % CI, patients
     resampled), ``predictions.csv``, plots, ``model_card.md`` and ``report.html`` in ``out``.
@@ -159,10 +160,14 @@ def evaluate(
     renames the data's classes to the model's (``{"COVID-19": "COVID"}``) and ``drop_unknown``
     leaves out images of other classes. ``data`` may also be a
     :class:`~medsight.evaluation.labelled.LabelledData` that says all of this at once.
+
+    Images the model was trained or tuned on (same bytes, or a patient it saw) are counted in
+    ``seen_in_training`` (None when the bundle records nothing) with a warning;
+    ``exclude_seen`` leaves them out before scoring.
     """
     from medsight.evaluation.scoring import evaluate_bundle
 
-    labelled = _labelled(data, split, class_map, drop_unknown)
+    labelled = _labelled(data, split, class_map, drop_unknown, exclude_seen)
     return evaluate_bundle(bundle, labelled, out, resamples, seed)
 
 
@@ -208,12 +213,14 @@ def compare(
     drop_unknown: bool = False,
     resamples: int | None = None,
     out: str | Path | None = None,
+    exclude_seen: bool = False,
 ) -> dict[str, Any]:
     """Paired comparison of two bundles on the same images: DeLong's test for ROC-AUC and a
-    paired patient bootstrap (differences B - A with CIs and p-values) for the other figures."""
+    paired patient bootstrap (differences B - A with CIs and p-values) for the other figures.
+    ``exclude_seen`` leaves out the images either bundle was trained or tuned on."""
     from medsight.evaluation.compare import compare_bundles
 
-    labelled = _labelled(data, split, class_map, drop_unknown)
+    labelled = _labelled(data, split, class_map, drop_unknown, exclude_seen)
     return compare_bundles(bundle_a, bundle_b, labelled, resamples, out=out)
 
 
@@ -224,9 +231,12 @@ def audit(
     split: str | None = None,
     class_map: dict[str, str] | None = None,
     drop_unknown: bool = False,
+    exclude_seen: bool = False,
 ) -> dict[str, Any]:
     """Shortcut audit (source probe, occlusion probe) added to the report in ``out``; several
-    ``data`` paths are several image sources."""
+    ``data`` paths are several image sources. ``exclude_seen`` leaves out the images the model
+    was trained or tuned on."""
     from medsight.evaluation.audit import audit_bundle
 
-    return audit_bundle(bundle, _labelled(data, split, class_map, drop_unknown), out)
+    labelled = _labelled(data, split, class_map, drop_unknown, exclude_seen)
+    return audit_bundle(bundle, labelled, out)

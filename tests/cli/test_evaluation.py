@@ -60,10 +60,11 @@ def test_evaluate_prints_the_figures_with_their_cis(evaluated) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 2 * PER_CLASS and metrics["bootstrap"]["resamples"] == 20
     assert lines[0] == f"{2 * PER_CLASS} images"
+    assert lines[-2] == "seen in training: unknown"  # the fixture bundle records nothing
     assert lines[-1] == f"report: {out / 'report.html'}"
     assert (out / "report.html").is_file() and (out / "predictions.csv").is_file()
     printed = {}
-    for line in lines[1:-1]:
+    for line in lines[1:-2]:
         match = re.fullmatch(r"(\w+) +(-?\d\.\d{3})(?:  \[(-?\d\.\d{3}), (-?\d\.\d{3})\])?", line)
         assert match, line
         printed[match[1]] = match.groups()[1:]
@@ -82,7 +83,7 @@ def test_evaluate_prints_the_figures_with_their_cis(evaluated) -> None:
 
 def test_evaluate_names_its_columns_aligned(evaluated) -> None:
     _, lines, _ = evaluated
-    figure_lines = lines[1:-1]
+    figure_lines = lines[1:-2]
     assert all(line[18] == " " and line[19] != " " for line in figure_lines)  # {key:<18}
 
 
@@ -108,6 +109,50 @@ def test_evaluate_accepts_the_run_directory_holding_the_bundle(
     _, bundle_lines, _ = evaluated
     assert lines[:-1] == bundle_lines[:-1]  # the same model, the same figures
     assert lines[-1] == f"report: {tmp_path / 'e' / 'report.html'}"
+
+
+def _bundle_that_saw(xray_bundle: Path, files: list[Path], folder: Path) -> Path:
+    """The fixture bundle's model and spec, recording ``files`` as its training images."""
+    from medsight.bundle import TrainingImages, load_bundle, save_bundle
+    from medsight.data.io import content_sha256
+
+    bundle = load_bundle(xray_bundle)
+    record = TrainingImages.record([content_sha256(f) for f in files], [])
+    return save_bundle(folder, bundle.model, bundle.spec, training_images=record)
+
+
+@pytest.mark.parametrize(("flag", "n", "seen"), [([], 12, "2"), (["--exclude-seen"], 10, "0")])
+def test_evaluate_says_how_many_images_the_model_saw_and_can_leave_them_out(
+    xray_bundle: Path,
+    xrays: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flag: list[str],
+    n: int,
+    seen: str,
+) -> None:
+    trained = sorted((xrays / "NORMAL").iterdir())[:2]
+    bundle = _bundle_that_saw(xray_bundle, trained, tmp_path / "bundle")
+    out = tmp_path / "eval"
+    args = ["evaluate", str(bundle), "--data", str(xrays), "--out", str(out), "--bootstrap", "20"]
+    assert main([*args, *flag]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{n} images" and lines[-2] == f"seen in training: {seen}"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == n and metrics["seen"]["excluded"] == (2 if flag else 0)
+
+
+def test_exclude_seen_with_a_bundle_that_records_nothing_is_one_error_line(
+    xray_bundle: Path, xrays: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    code = main(
+        ["evaluate", str(xray_bundle), "--data", str(xrays), "--out", str(out), "--exclude-seen"]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and not out.exists()
+    (line,) = captured.err.splitlines()
+    assert line.startswith("error: --exclude-seen: ") and "records no training images" in line
 
 
 @pytest.mark.parametrize(
@@ -189,7 +234,8 @@ def test_compare_a_bundle_with_itself_finds_no_difference(
     assert lines[0] == f"{2 * PER_CLASS} images; differences are B - A (95 % CI, bootstrap p-value)"
     result = json.loads((out / "comparison.json").read_text())
     assert result["n"] == 2 * PER_CLASS and result["a"] == result["b"]
-    rows = lines[1:-1]
+    assert lines[1] == "seen in training: A unknown, B unknown"  # records nothing: not 0
+    rows = lines[2:-1]
     assert rows and len(rows) == sum(
         1
         for d in result["difference_b_minus_a"].values()
@@ -249,7 +295,8 @@ def test_audit_with_two_data_folders_prints_both_probes(
     for line, name in zip(lines[1:4], OCCLUSION_ROWS, strict=True):
         auc = "n/a" if rows[name]["roc_auc"] is None else f"{rows[name]['roc_auc']:.3f}"
         assert line == f"{name:<14} accuracy {rows[name]['accuracy']:.3f}  ROC-AUC {auc}"
-    assert lines[4:-1] == [f"WARNING: {w}" for w in audit["warnings"]]
+    assert lines[4] == "seen in training: unknown"
+    assert lines[5:-1] == [f"WARNING: {w}" for w in audit["warnings"]]
     assert lines[-1] == f"report: {out / 'report.html'}"
     # a new folder gets a full evaluation first, of both sources together
     assert json.loads((out / "metrics.json").read_text())["n"] == 4 * PER_CLASS

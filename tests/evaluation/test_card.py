@@ -294,3 +294,27 @@ def test_the_split_line_names_images_without_a_patient(
     assert any(line.startswith(expected) for line in _lines(card)), card
     if split_by != "patient":
         assert "Split by: patient" not in card
+
+
+@pytest.mark.parametrize(
+    ("metrics", "line"),
+    [
+        (
+            {"seen_in_training": 4, "n": 8},
+            "- 4 of the 8 evaluated images were in the model's training or validation data "
+            "(same file or same patient): these figures are optimistic (`--exclude-seen` leaves "
+            "them out).",
+        ),
+        (
+            {"seen_in_training": None, "n": 8},
+            "- Whether the evaluated images include ones the model was trained or tuned on is "
+            "unknown: the bundle records no training images.",
+        ),
+        ({"seen_in_training": 0, "n": 8}, None),
+        ({"n": 8}, None),  # a training run's own held-out split: nothing to say
+    ],
+)
+def test_images_the_model_had_seen_are_a_known_limitation(metrics: dict, line: str | None) -> None:
+    limitations = model_card(_spec(), metrics).split("## Known limitations")[1].splitlines()
+    mentions = [text for text in limitations if "training or validation" in text or "tuned" in text]
+    assert mentions == ([line] if line else [])

@@ -318,3 +318,39 @@ def test_the_data_section_never_claims_a_patient_split_not_made(
     assert f"Split by <strong>{split}</strong>." in html
     assert f"Patient ids: {7 - without} of 7 images" in html
     assert f'<p class="{css}">Leakage check:' in html  # never a clean bill without a patient split
+
+
+@pytest.mark.parametrize(
+    ("seen", "css", "phrase"),
+    [
+        (
+            {"seen_in_training": 5, "seen": {"by": {"content": 3, "patient": 2}, "excluded": 0}},
+            "warning",
+            "5 of 60 images were in the model's training or validation data\n"
+            "(3 identical files, 2 other images of patients it saw): these figures are optimistic.",
+        ),
+        (
+            {"seen_in_training": 0, "seen": {"by": {"content": 0, "patient": 0}, "excluded": 7}},
+            "ok",
+            "none of these 60 images was in the model's training or validation data",
+        ),
+        (
+            {"seen_in_training": None, "seen": {"by": None, "excluded": 0}},
+            "warning",
+            "unknown. This bundle records no training images",
+        ),
+    ],
+    ids=["seen", "excluded", "unknown"],
+)
+def test_what_the_model_had_seen_is_shown(
+    tmp_path: Path, seen: dict, css: str, phrase: str
+) -> None:
+    html = write_report(_folder(tmp_path, {**_metrics(BINARY), **seen})).read_text()
+    paragraph = html.split(f'<p class="{css}" id="seen-in-training">')[1].split("</p>")[0]
+    assert phrase in paragraph
+    assert ("7 image(s) it had seen were left out" in paragraph) == (css == "ok")
+
+
+def test_a_training_run_has_no_seen_paragraph(tmp_path: Path) -> None:
+    html = write_report(_folder(tmp_path, {**_metrics(BINARY), "split": "test"})).read_text()
+    assert 'id="seen-in-training"' not in html

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
-from medsight import __version__
-from medsight.bundle import load_bundle
+from medsight import __version__, api
+from medsight.bundle import TrainingImages, load_bundle
 from medsight.config import load_recipe
 from medsight.data.dataset import decode_images
 from medsight.training.outputs import SUMMARY_KEYS
@@ -193,3 +193,25 @@ def test_raw_dicom_patient_ids_never_leave_the_files(malaria_dicoms, tmp_path: P
         data = file.read_bytes()
         for raw in raw_ids:
             assert raw.encode() not in data and raw.encode("utf-16-le") not in data, file
+
+
+def test_bundle_records_the_images_it_was_trained_and_tuned_on(
+    run: Path, splits: pd.DataFrame
+) -> None:
+    record = TrainingImages.load(run / "bundle")
+    seen = splits[splits["split"].isin(["train", "val"])]
+    assert record is not None and record.hashes == set(seen["sha256"])
+    assert record.same_patient(seen["patient"]).all()
+    held_out = splits[splits["split"] == "test"]
+    assert not record.same_patient(held_out["patient"]).any()  # split by patient
+    text = (run / "bundle" / "training_images.json").read_text()
+    assert not any(f'"{p}"' in text for p in splits["patient"].dropna())  # never in clear
+
+
+def test_evaluating_the_run_on_its_own_splits_flags_what_it_saw(
+    run: Path, splits: pd.DataFrame, tmp_path: Path
+) -> None:
+    metrics = api.evaluate(run, run / "splits.csv", tmp_path, resamples=20)
+    trained = int(splits["split"].isin(["train", "val"]).sum())
+    assert metrics["n"] == len(splits) and metrics["seen_in_training"] == trained
+    assert metrics["seen"]["by"]["content"] == trained

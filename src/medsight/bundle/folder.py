@@ -2,8 +2,9 @@
 
 A bundle folder holds ``model.safetensors`` (weights only: loading never unpickles code),
 ``bundle.json`` (its :class:`~medsight.bundle.spec.BundleSpec`), ``model_card.md``, the domain
-guard's ``domain.safetensors``, and for a bundle that crops to the lungs the lung U-Net's
-``lungs.safetensors``. A run directory that
+guard's ``domain.safetensors``, for a bundle that crops to the lungs the lung U-Net's
+``lungs.safetensors``, and what it was trained on (``training_images.json``,
+:mod:`~medsight.bundle.seen`). A run directory that
 holds ``bundle/`` is accepted wherever a bundle is.
 """
 
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from medsight.bundle.domain import WEIGHTS_FILE as DOMAIN_WEIGHTS
 from medsight.bundle.domain import DomainGuard
 from medsight.bundle.loaded import Bundle
+from medsight.bundle.seen import TrainingImages
 from medsight.bundle.spec import FORMAT_VERSION, BundleSpec
 from medsight.errors import MedsightError
 from medsight.fsutil import atomic_dir
@@ -43,6 +45,7 @@ def save_bundle(
     card: str | None = None,
     lung_crop: LungCrop | None = None,
     guard: DomainGuard | None = None,
+    training_images: TrainingImages | None = None,
 ) -> Path:
     """Write a bundle (and its model card) atomically: a kill never leaves a half-written one."""
     from medsight import __version__
@@ -63,6 +66,8 @@ def save_bundle(
         (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
         if card:
             (tmp / CARD_FILE).write_text(card)
+        if training_images is not None:
+            training_images.save(tmp)
     return folder
 
 

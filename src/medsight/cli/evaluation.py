@@ -54,6 +54,12 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave out images whose class the model does not predict",
     )
+    parser.add_argument(
+        "--exclude-seen",
+        action="store_true",
+        help="leave out images the model was trained or tuned on (same file, or a patient "
+        "it saw); without it they are counted and warned about",
+    )
 
 
 def _data_options(args: argparse.Namespace) -> dict:
@@ -64,6 +70,7 @@ def _data_options(args: argparse.Namespace) -> dict:
         "split": args.split,
         "class_map": parse_class_map(args.class_map),
         "drop_unknown": args.drop_unknown_classes,
+        "exclude_seen": args.exclude_seen,
     }
 
 
@@ -74,7 +81,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
         args.bundle, args.data, args.out, resamples=args.bootstrap, **_data_options(args)
     )
     _print_figures(metrics)
+    print(f"seen in training: {_seen(metrics['seen_in_training'])}")
     print(f"report: {Path(args.out) / 'report.html'}")
+
+
+def _seen(count: int | None) -> str:
+    """A seen-in-training count as printed: None is "unknown", never 0."""
+    return "unknown" if count is None else str(count)
 
 
 def run_compare(args: argparse.Namespace) -> None:
@@ -89,6 +102,8 @@ def run_compare(args: argparse.Namespace) -> None:
         **_data_options(args),
     )
     print(f"{result['n']} images; differences are B - A (95 % CI, bootstrap p-value)")
+    seen = result["seen_in_training"]
+    print(f"seen in training: A {_seen(seen['a'])}, B {_seen(seen['b'])}")
     for key, d in result["difference_b_minus_a"].items():
         if d["value"] is not None and d["ci_low"] is not None:
             print(
@@ -116,6 +131,7 @@ def run_audit(args: argparse.Namespace) -> None:
     for name, row in found["occlusion"]["results"].items():
         auc = "n/a" if row["roc_auc"] is None else f"{row['roc_auc']:.3f}"
         print(f"{name:<14} accuracy {row['accuracy']:.3f}  ROC-AUC {auc}")
+    print(f"seen in training: {_seen(found['seen_in_training'])}")
     for warning in found["warnings"]:
         print(f"WARNING: {warning}")
     print(f"report: {Path(args.out) / 'report.html'}")

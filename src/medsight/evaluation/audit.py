@@ -32,7 +32,7 @@ from medsight.errors import DataError
 from medsight.evaluation.card import model_card
 from medsight.evaluation.labelled import LabelledData
 from medsight.evaluation.report import recipe_of, write_report
-from medsight.evaluation.scoring import score_table, write_evaluation
+from medsight.evaluation.scoring import score_labelled, write_evaluation
 from medsight.fsutil import atomic_write_text
 
 CENTER_FRACTION = 0.6  # the central box spans 60 % of the height and of the width
@@ -227,13 +227,13 @@ def audit_bundle(
     each is one source. When ``out`` holds no evaluation yet, one is written first.
     """
     bundle = load_bundle(bundle_path)
-    scored = score_table(bundle, data.load(bundle.spec.class_names))
+    scored, facts = score_labelled(bundle_path, bundle, data)
     sources = scored.table.frame["source"] if "source" in scored.table.frame else None
     audit = audit_scored(bundle, scored.table, scored.pixels, sources, seed)
     audit.update(data=data.name, split=data.split, n=len(scored.table))
+    audit.update(seen_in_training=facts["seen_in_training"], seen=facts["seen"])
     out = Path(out)
     if not (out / "metrics.json").is_file():
-        facts = {"bundle": str(bundle_path), "data_path": data.name, "split": data.split}
         write_evaluation(out, bundle, scored, facts, seed=seed)
     write_audit(out, audit)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -116,6 +116,7 @@ def model_card(
     ]
     if metrics.get("split_warning"):
         limitations.append(str(metrics["split_warning"]))
+    limitations += _seen_lines(metrics)
     if audit:
         limitations += [f"Shortcut audit: {w}" for w in audit.get("warnings", [])]
         if not audit.get("warnings"):
@@ -151,3 +152,22 @@ def domain_lines(spec: BundleSpec, summary: dict[str, Any] | None) -> list[str]:
             f"flagged ({summary['out_of_domain']:.1%})"
         )
     return lines
+
+
+def _seen_lines(metrics: dict[str, Any]) -> list[str]:
+    """An evaluation's images the model had seen (or that nobody can tell): never silent."""
+    if "seen_in_training" not in metrics:  # a training run's held-out split
+        return []
+    seen = metrics["seen_in_training"]
+    if seen is None:
+        return [
+            "Whether the evaluated images include ones the model was trained or tuned on is "
+            "unknown: the bundle records no training images."
+        ]
+    if seen:
+        return [
+            f"{seen} of the {metrics.get('n', 0)} evaluated images were in the model's training "
+            "or validation data (same file or same patient): these figures are optimistic "
+            "(`--exclude-seen` leaves them out)."
+        ]
+    return []

@@ -20,6 +20,7 @@ from medsight.evaluation.bootstrap import bootstrap
 from medsight.evaluation.labelled import LabelledData
 from medsight.evaluation.metrics import figures
 from medsight.evaluation.scoring import score_table
+from medsight.evaluation.seen import check_seen, seen_count
 from medsight.fsutil import atomic_write_text
 
 
@@ -67,7 +68,9 @@ def compare_bundles(
     out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Both bundles on the same images (each with its own preprocessing, threshold and
-    calibration); differences are B - A. Writes ``comparison.json`` into ``out`` if given."""
+    calibration); differences are B - A. ``seen_in_training`` counts, per bundle, the images it
+    had seen (``data.exclude_seen`` leaves out those either saw). Writes ``comparison.json``
+    into ``out`` if given."""
     a, b = load_bundle(bundle_a), load_bundle(bundle_b)
     if a.spec.class_names != b.spec.class_names or a.spec.positive_class != b.spec.positive_class:
         raise DataError(
@@ -76,6 +79,8 @@ def compare_bundles(
             "only models of the same task can be compared"
         )
     table = data.load(a.spec.class_names)
+    seen_columns = {"seen_a": bundle_a, "seen_b": bundle_b}
+    table, excluded = check_seen(table, seen_columns, data.exclude_seen)
     scored_a, scored_b = score_table(a, table), score_table(b, table)
     both = sorted(set(scored_a.table.frame["path"]) & set(scored_b.table.frame["path"]))
     rows_a = scored_a.table.frame.reset_index(drop=True).reset_index().set_index("path")
@@ -99,6 +104,10 @@ def compare_bundles(
         "bundle_b": str(bundle_b),
         "data": data.name,
         "n": len(y),
+        "seen_in_training": {
+            name: seen_count(rows_a.loc[both], f"seen_{name}") for name in ("a", "b")
+        },
+        "seen_excluded": excluded,
         "a": figures(y, pa, da, pos),
         "b": figures(y, pb, db, pos),
         "difference_b_minus_a": diffs,

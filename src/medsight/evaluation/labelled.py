@@ -64,14 +64,16 @@ def source_names(paths: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class LabelledData:
-    """Where the labelled images are, which split of them to keep, and how their class names
-    map onto a model's. Several ``paths`` are several image sources (the audit's source probe
-    tells them apart)."""
+    """Where the labelled images are, which split of them to keep, how their class names map
+    onto a model's, and whether to leave out the images the model saw in training
+    (``exclude_seen``; applied where the bundle is known, :mod:`medsight.evaluation.seen`).
+    Several ``paths`` are several image sources (the audit's source probe tells them apart)."""
 
     paths: tuple[str, ...]
     split: str | None = None
     class_map: Mapping[str, str] = field(default_factory=dict)
     drop_unknown: bool = False
+    exclude_seen: bool = False
 
     @classmethod
     def of(
@@ -80,18 +82,19 @@ class LabelledData:
         split: str | None = None,
         class_map: Mapping[str, str] | None = None,
         drop_unknown: bool = False,
+        exclude_seen: bool = False,
     ) -> LabelledData:
         """``data`` as it is when already a LabelledData (which then takes no options: it
         holds its own), else with the given options."""
         if isinstance(data, LabelledData):
-            if split is not None or class_map or drop_unknown:
+            if split is not None or class_map or drop_unknown or exclude_seen:
                 raise DataError(
-                    "give split, class map and drop-unknown either in the LabelledData or as "
-                    "options, not both"
+                    "give split, class map, drop-unknown and exclude-seen either in the "
+                    "LabelledData or as options, not both"
                 )
             return data
         paths = [data] if isinstance(data, (str, Path)) else list(data)
-        return cls(tuple(map(str, paths)), split, dict(class_map or {}), drop_unknown)
+        return cls(tuple(map(str, paths)), split, dict(class_map or {}), drop_unknown, exclude_seen)
 
     @property
     def name(self) -> str:

@@ -14,13 +14,13 @@ import pandas as pd
 
 from medsight.bundle import Bundle, BundleSpec, load_bundle, predictions_frame
 from medsight.data.dataset import decode_images
-from medsight.data.io import content_sha256
 from medsight.data.sources import ImageTable
 from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
 from medsight.evaluation.labelled import LabelledData
 from medsight.evaluation.metrics import classification_metrics
 from medsight.evaluation.report import write_report
+from medsight.evaluation.seen import SEEN_COLUMN, check_seen, hashed, seen_facts
 from medsight.evaluation.summary import domain_summary, evaluate_predictions, write_plots
 from medsight.fsutil import atomic_write_text
 from medsight.progress import Progress
@@ -45,14 +45,6 @@ class Scored:
     @property
     def patients(self) -> list:
         return list(self.table.frame["patient"])
-
-
-def hashed(table: ImageTable) -> ImageTable:
-    """The table with each file's SHA-256 (for the duplicate count of the report)."""
-    if "sha256" in table.frame:
-        return table
-    frame = table.frame.assign(sha256=[content_sha256(p) for p in table.frame["path"]])
-    return ImageTable(frame, table.class_names, table.source, table.skipped)
 
 
 def score_table(bundle: Bundle, table: ImageTable, batch_size: int = 64) -> Scored:
@@ -86,10 +78,21 @@ def evaluate_bundle(
 ) -> dict[str, Any]:
     """Score a bundle on labelled data; write the evaluation folder (:func:`write_evaluation`)."""
     bundle = load_bundle(bundle_path)
-    scored = score_table(bundle, data.load(bundle.spec.class_names))
-    facts = {"bundle": str(bundle_path), "data_path": data.name, "split": data.split}
-    facts["class_map"] = dict(data.class_map)
+    scored, facts = score_labelled(bundle_path, bundle, data)
     return write_evaluation(Path(out), bundle, scored, facts, resamples, seed)
+
+
+def score_labelled(
+    bundle_path: str | Path, bundle: Bundle, data: LabelledData
+) -> tuple[Scored, dict[str, Any]]:
+    """The bundle on the labelled data (less the images it saw, with ``data.exclude_seen``),
+    and the facts of the evaluation: what was scored, and how much of it the model had seen."""
+    table = data.load(bundle.spec.class_names)
+    table, excluded = check_seen(table, {SEEN_COLUMN: bundle_path}, data.exclude_seen)
+    scored = score_table(bundle, table)
+    facts = {"bundle": str(bundle_path), "data_path": data.name, "split": data.split}
+    facts.update(class_map=dict(data.class_map), **seen_facts(scored.table.frame, excluded))
+    return scored, facts
 
 
 def write_evaluation(

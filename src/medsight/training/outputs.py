@@ -15,7 +15,15 @@ import pandas as pd
 from torch import nn
 
 from medsight import __version__
-from medsight.bundle import Bundle, BundleSpec, fit_guard, predictions_frame, save_bundle
+from medsight.bundle import (
+    Bundle,
+    BundleSpec,
+    TrainingImages,
+    fit_guard,
+    predictions_frame,
+    save_bundle,
+)
+from medsight.bundle.seen import SEEN_SPLITS
 from medsight.config import Recipe
 from medsight.data.patients import patient_coverage
 from medsight.data.summary import data_summary
@@ -117,6 +125,16 @@ def write_run_outputs(
     spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})
     card = model_card(spec, metrics, recipe)
     atomic_write_text(out / "model_card.md", card)
-    save_bundle(out / "bundle", model, spec, card, lung_crop=data.lungs, guard=guard)
+    seen = data.table.frame[data.table.frame["split"].isin(SEEN_SPLITS)]
+    training_images = TrainingImages.record(seen["sha256"], seen["patient"])
+    save_bundle(
+        out / "bundle",
+        model,
+        spec,
+        card,
+        lung_crop=data.lungs,
+        guard=guard,
+        training_images=training_images,
+    )
     write_report(out)
     return metrics
