@@ -45,7 +45,16 @@ def test_predict_then_a_rerun_that_has_nothing_left(
     assert f"skipped {images / 'broken.png'}: " in captured.err
     frame = pd.read_csv(out)
     assert len(frame) == 8 and frame["path"].is_unique
-    assert list(frame.columns) == ["path", "probability", "prediction", "p_NORMAL", "p_PNEUMONIA"]
+    assert list(frame.columns) == [
+        "path",
+        "probability",
+        "prediction",
+        "p_NORMAL",
+        "p_PNEUMONIA",
+        "in_domain",
+        "domain_score",
+    ]
+    assert "no domain check" in captured.err  # the test bundle predates domain guards
 
     before = out.read_bytes()
     assert main(args) == 0
