@@ -36,6 +36,7 @@ def test_two_process_ddp_writes_one_bundle(malaria_subset: Path, tmp_path: Path)
         "domain.safetensors",
         "model.safetensors",
         "model_card.md",
+        "training_images.json",
     ]
 
 

@@ -130,6 +130,8 @@ def test_evaluate_on_unseen_patients(run: Path, tmp_path: Path) -> None:
         "prediction",
         "p_Parasitized",
         "p_Uninfected",
+        "in_domain",
+        "domain_score",
     ]
     assert predictions["probability"].equals(predictions["p_Parasitized"])
     assert len(predictions) == written["n"]

@@ -25,7 +25,16 @@ OVERRIDES = [
     "train.num_workers=0",
     "train.batch_size=16",
 ]
-COLUMNS = ["path", "label", "probability", "prediction", "p_Parasitized", "p_Uninfected"]
+COLUMNS = [
+    "path",
+    "label",
+    "probability",
+    "prediction",
+    "p_Parasitized",
+    "p_Uninfected",
+    "in_domain",
+    "domain_score",
+]
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +224,14 @@ def test_evaluating_the_run_on_its_own_splits_flags_what_it_saw(
     trained = int(splits["split"].isin(["train", "val"]).sum())
     assert metrics["n"] == len(splits) and metrics["seen_in_training"] == trained
     assert metrics["seen"]["by"]["content"] == trained
+
+
+def test_a_run_fits_its_domain_guard_and_reports_its_rate(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    domain = metrics["domain"]
+    spec = json.loads((run / "bundle" / "bundle.json").read_text())["domain"]
+    assert spec["threshold"] > 0 and spec["fitted_on"] > 0
+    assert domain["split"] == metrics["split"] and domain["n"] == metrics["n"]
+    assert metrics["out_of_domain"] == pytest.approx(domain["flagged"] / domain["n"])
+    assert (run / "bundle" / "domain.safetensors").is_file()
+    assert f"{domain['flagged']} of {domain['n']} images" in (run / "model_card.md").read_text()
