@@ -110,7 +110,9 @@ def write_evaluation(
         scored.labels, scored.logits, spec, scored.patients, resamples, seed
     )
     metrics.update(facts)
-    domain_score = _domain_score(scored, spec)
+    domain_score = scored.domain_score
+    if domain_score is None:
+        domain_score = spec.domain_scores(None, len(scored.logits))
     metrics.update(domain_metrics(scored, domain_score, spec, facts.get("split") or "evaluated"))
     metrics["title"] = f"{spec.recipe or spec.model_name} on {facts.get('data_path')}"
     metrics["skipped"] = [{"path": p, "reason": r} for p, r in scored.skipped]
@@ -136,12 +138,6 @@ def write_evaluation(
     atomic_write_text(out / "model_card.md", model_card(spec, metrics))
     write_report(out)
     return metrics
-
-
-def _domain_score(scored: Scored, spec: BundleSpec) -> np.ndarray:
-    if scored.domain_score is None:
-        return np.full(len(scored.logits), np.nan)
-    return scored.domain_score
 
 
 def domain_metrics(
