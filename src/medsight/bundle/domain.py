@@ -21,8 +21,12 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from medsight.data.store import PixelStore
+
 WEIGHTS_FILE = "domain.safetensors"
 QUANTILE = 0.99
+# a sample this large pins 1,280 class means and covariances; more only costs time and memory
+MAX_FIT_IMAGES = 10_000
 EXTRACTOR = "tf_efficientnet_lite0"
 FEATURES = f"ImageNet {EXTRACTOR} pooled features"
 
@@ -151,15 +155,24 @@ class DomainGuard(nn.Module):
 
 
 def fit_guard(
-    train_pixels: np.ndarray,
+    train_pixels: PixelStore | np.ndarray,
     train_labels: np.ndarray,
-    val_pixels: np.ndarray,
+    val_pixels: PixelStore | np.ndarray,
     quantile: float = QUANTILE,
     features: ImageFeatures | None = None,
+    max_images: int = MAX_FIT_IMAGES,
 ) -> tuple[DomainGuard, DomainSpec]:
-    """A guard fitted on the training split's images, its threshold at ``quantile`` of the
-    validation split's distances (the training split's own when there is no validation split)."""
+    """A guard fitted on the training split's images (a seeded sample of ``max_images`` of them
+    when there are more), its threshold at ``quantile`` of the validation split's distances (the
+    training split's own when there is no validation split)."""
     features = features or ImageFeatures(feature_extractor())
+    if len(train_pixels) > max_images:
+        pick = np.sort(np.random.default_rng(0).choice(len(train_pixels), max_images, False))
+        train_labels = np.asarray(train_labels)[pick]
+        take = (
+            train_pixels.rows if isinstance(train_pixels, PixelStore) else train_pixels.__getitem__
+        )
+        train_pixels = take(pick)
     distance = MahalanobisDistance.fit(features.of(train_pixels), train_labels)
     guard = DomainGuard(features, distance).eval()
     held = val_pixels if len(val_pixels) else train_pixels

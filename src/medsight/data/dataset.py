@@ -1,7 +1,8 @@
-"""Decode every image once into a uint8 array in RAM, then serve tensors from it.
+"""Decode every image once, then serve batches of tensors from the decoded pixels.
 
-Decoding, not the model, bounds small-image training on CPU: caching the resized pixels means
-epochs after the first never touch the files again. Unreadable files are found here, before
+Decoding, not the model, bounds small-image training on CPU: keeping the resized pixels (in the
+store of :mod:`medsight.data.store`, or an array) means epochs after the first never touch the
+files again. Unreadable files are found here, before
 training starts, and reported instead of crashing in the middle of an epoch.
 
 Randomness is a function of (seed, epoch, image) only (:class:`EpochSampler` and the seeded
@@ -11,7 +12,7 @@ shuffles and augmentations as one uninterrupted run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -26,6 +27,45 @@ from medsight.progress import Progress
 EPOCH_STRIDE = 1_000_003  # a prime: (seed, epoch, index) -> distinct RNG seeds
 
 
+def decode_rows(
+    paths: list[str],
+    size: tuple[int, int],
+    channels: int,
+    write: Callable[[int, np.ndarray], None],
+    threads: int = 2,
+    hashes: list[str] | None = None,
+    desc: str = "decode",
+) -> list[tuple[str, str]]:
+    """Decode and resize each of ``paths`` in parallel and hand it to ``write(i, pixels)``.
+
+    With the files' SHA-256 ``hashes``, pixels come from (and go to) the disk cache of
+    :mod:`medsight.data.cache`. Returns ``(path, reason)`` for the files that could not be read
+    (their rows are never written), so callers can drop and report them.
+    """
+    failures: list[tuple[str, str]] = []
+    root = cache_root() if hashes is not None else None
+
+    def one(i: int) -> None:
+        if root is not None:
+            hit = cached(root, hashes[i], size, channels)
+            if hit is not None:
+                write(i, hit)
+                return
+        try:
+            pixels = load_image(paths[i], size=size, channels=channels)
+        except UnreadableImageError as exc:
+            failures.append((paths[i], exc.reason))
+            return
+        write(i, pixels)
+        if root is not None:
+            store(root, hashes[i], pixels)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool, Progress(len(paths), desc, "img") as bar:
+        for _ in pool.map(one, range(len(paths))):
+            bar.update()
+    return failures
+
+
 def decode_images(
     paths: list[str],
     size: tuple[int, int],
@@ -34,33 +74,11 @@ def decode_images(
     desc: str = "decode",
     hashes: list[str] | None = None,
 ) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """Decode and resize ``paths`` into an (N, H, W, C) uint8 array.
-
-    With the files' SHA-256 ``hashes``, pixels come from (and go to) the disk cache of
-    :mod:`medsight.data.cache`. Returns the array (rows of unreadable files are left zero) and
-    a list of ``(path, reason)`` for those files, so callers can drop and report them.
-    """
+    """:func:`decode_rows` into an (N, H, W, C) uint8 array in memory (rows of unreadable files
+    are left zero): for the few images an evaluation or a benchmark decodes. A training decodes
+    into :func:`medsight.data.store.decode_to_store` instead."""
     pixels = np.zeros((len(paths), size[0], size[1], channels), dtype=np.uint8)
-    failures: list[tuple[str, str]] = []
-    root = cache_root() if hashes is not None else None
-
-    def one(i: int) -> None:
-        if root is not None:
-            hit = cached(root, hashes[i], size, channels)
-            if hit is not None:
-                pixels[i] = hit
-                return
-        try:
-            pixels[i] = load_image(paths[i], size=size, channels=channels)
-        except UnreadableImageError as exc:
-            failures.append((paths[i], exc.reason))
-            return
-        if root is not None:
-            store(root, hashes[i], pixels[i])
-
-    with ThreadPoolExecutor(max(1, threads)) as pool, Progress(len(paths), desc, "img") as bar:
-        for _ in pool.map(one, range(len(paths))):
-            bar.update()
+    failures = decode_rows(paths, size, channels, pixels.__setitem__, threads, hashes, desc)
     return pixels, failures
 
 
@@ -103,7 +121,8 @@ class EpochSampler(Sampler[int]):
 
 
 class ArrayDataset(Dataset):
-    """(uint8 CHW image, label, augmentation seed) items from a decoded uint8 array.
+    """(uint8 CHW image, label, augmentation seed) items from decoded uint8 pixels: an (N, H, W, C)
+    array or a :class:`medsight.data.store.PixelStore`, which reads only the rows of each batch.
 
     The DataLoader fetches whole batches with :meth:`__getitems__` (one indexing of the array),
     and its :class:`medsight.data.augment.BatchTransform` augments and normalises them at once.

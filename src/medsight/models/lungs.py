@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from medsight.data.store import PixelStore, map_store
 from medsight.errors import ConfigError, MedsightError
 from medsight.fsutil import atomic_dir
 from medsight.progress import Progress
@@ -74,15 +75,16 @@ class LungCrop(nn.Module):
         return {k: v.detach().contiguous() for k, v in self.segmenter.state_dict().items()}
 
     @torch.inference_mode()
-    def crop_array(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Crop a whole (N, H, W, C) uint8 array (a run's decoded images) in batches."""
-        out = np.empty_like(pixels)
+    def crop_store(self, pixels: PixelStore | np.ndarray, batch_size: int = 64) -> PixelStore:
+        """Crop a run's decoded (N, H, W, C) uint8 images a batch at a time into a scratch
+        store, so that the crop never holds the whole set in memory."""
         with Progress(len(pixels), "lung crop", "img") as bar:
-            for start in range(0, len(pixels), batch_size):
-                batch = torch.from_numpy(pixels[start : start + batch_size])
-                out[start : start + batch_size] = self.crop_uint8(batch).numpy()
+
+            def crop(batch: np.ndarray) -> np.ndarray:
                 bar.update(len(batch))
-        return out
+                return self.crop_uint8(torch.from_numpy(batch)).numpy()
+
+            return map_store(pixels, crop, batch_size)
 
     def boxes(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) floats in [0, 1] -> (N, 4) boxes (top, bottom, left, right) as

@@ -91,14 +91,14 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
     is_train, is_val = split == "train", split == "val"
     sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
     train = DataLoader(
-        ArrayDataset(data.pixels[is_train], labels[is_train], tcfg.seed),
+        ArrayDataset(data.pixels.rows(is_train), labels[is_train], tcfg.seed),
         batch_size=tcfg.batch_size,
         sampler=sampler,
         collate_fn=BatchTransform(recipe.augment),
         **workers,
     )
     val = DataLoader(
-        ArrayDataset(data.pixels[is_val], labels[is_val]),
+        ArrayDataset(data.pixels.rows(is_val), labels[is_val]),
         batch_size=tcfg.batch_size,
         collate_fn=BatchTransform(),
         **workers,

@@ -55,7 +55,7 @@ def write_run_outputs(
     labels, split = data.table.labels, data.split
     patients = data.table.frame["patient"].to_numpy()
     logits = {
-        name: bundle.logits(data.pixels[split == name])
+        name: bundle.logits(data.pixels.rows(split == name))
         for name in ("val", "test")
         if (split == name).any()
     }
@@ -67,11 +67,13 @@ def write_run_outputs(
         recipe.evaluate.calibrate,
     )
     guard, domain = fit_guard(
-        data.pixels[split == "train"], labels[split == "train"], data.pixels[split == "val"]
+        data.pixels.rows(split == "train"),
+        labels[split == "train"],
+        data.pixels.rows(split == "val"),
     )
     spec = spec.model_copy(update={"domain": domain})
     domain_scores = {
-        name: domain.scores(guard.distances(data.pixels[split == name])) for name in logits
+        name: domain.scores(guard.distances(data.pixels.rows(split == name))) for name in logits
     }
     results = {
         name: evaluate_predictions(
@@ -116,10 +118,10 @@ def write_run_outputs(
     plots.mkdir(exist_ok=True)
     plot_curves(pd.read_csv(out / "history.csv"), plots / "curves.png")
     probs = split_probs[held_out]
-    write_plots(plots, data.pixels[held], labels[held], probs, spec, metrics, held_out)
+    write_plots(plots, data.pixels.rows(held), labels[held], probs, spec, metrics, held_out)
     grid = plots / "predictions.png"
     plot_prediction_grid(
-        data.pixels[held], labels[held], spec.decide(probs), spec.class_names, grid
+        data.pixels.rows(held), labels[held], spec.decide(probs), spec.class_names, grid
     )
     summary = {k: metrics.get(k) for k in SUMMARY_KEYS}
     spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})

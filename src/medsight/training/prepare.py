@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from medsight.config import Recipe
-from medsight.data.dataset import decode_images
 from medsight.data.io import content_sha256
 from medsight.data.patients import PatientRule, patient_coverage, require_patients
 from medsight.data.sources import ImageTable
 from medsight.data.splits import assign_splits, check_leakage
+from medsight.data.store import PixelStore, decode_to_store
 from medsight.data.trainable import check_classes, check_split_classes, load_trainable
 from medsight.errors import ConfigError, DataError, MedsightError
 from medsight.fsutil import atomic_write_text
@@ -34,10 +34,11 @@ SPLIT_COLUMNS = ["path", "label", "patient", "patient_source", "split", "sha256"
 
 @dataclass
 class Prepared:
-    """The split table and its decoded pixels (rows aligned), plus what was left out."""
+    """The split table and its decoded pixels (rows aligned; on disk, see
+    :mod:`medsight.data.store`), plus what was left out."""
 
     table: ImageTable
-    pixels: np.ndarray
+    pixels: PixelStore
     positive_class: str | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     split_warning: str | None = None
@@ -165,7 +166,7 @@ def prepare(
     if table is None:
         table = hashed_table(recipe, data, out if write else None)
     table, warning = split_table(recipe, table)
-    pixels, failures = decode_images(
+    pixels, failures = decode_to_store(
         list(table.frame["path"]),
         recipe.data.image_size,
         recipe.data.channels,
@@ -173,7 +174,7 @@ def prepare(
     )
     bad = {p for p, _ in failures}
     keep = ~table.frame["path"].isin(bad).to_numpy()
-    table, pixels = table.select(keep), pixels[keep]
+    table, pixels = table.select(keep), pixels.rows(keep)
     prepared = Prepared(
         table,
         pixels,
@@ -211,7 +212,7 @@ def crop_to_lungs(
     from medsight.training.lungs import lungs_for_run
 
     lungs = lungs_for_run(cfg, data, out, recipe.train.seed, reuse)
-    return replace(prepared, pixels=lungs.crop_array(prepared.pixels), lungs=lungs)
+    return replace(prepared, pixels=lungs.crop_store(prepared.pixels), lungs=lungs)
 
 
 def reload_prepared(recipe: Recipe, out: Path) -> Prepared:
@@ -229,7 +230,7 @@ def reload_prepared(recipe: Recipe, out: Path) -> Prepared:
         )
     table = ImageTable(frame, facts["class_names"], facts["source"])
     table.frame.attrs["leakage"] = facts.get("leakage")
-    pixels, failures = decode_images(
+    pixels, failures = decode_to_store(
         list(frame["path"]),
         recipe.data.image_size,
         recipe.data.channels,
