@@ -79,9 +79,9 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
         callbacks: list[L.Callback] = [clock, *plan.callbacks]
         trainer = L.Trainer(
             max_steps=total,
-            accelerator="cpu",
+            accelerator=plan.device.accelerator,
             devices=1,
-            precision="bf16-mixed" if recipe.train.precision == "bf16" else "32-true",
+            precision=plan.device.precision,
             limit_val_batches=0,
             num_sanity_val_steps=0,
             logger=False,

@@ -57,8 +57,12 @@ def train(
     overwrite: bool = False,
     devices: int = 1,
     folds: int | None = None,
+    accelerator: str | None = None,
 ) -> Path:
     """Train a recipe (built-in name or YAML path) on ``data``; returns the run directory.
+
+    ``accelerator`` (``auto``, ``cpu``, ``gpu``) sets ``train.accelerator``: ``auto`` trains
+    on a CUDA GPU when there is one.
 
     ``devices`` > 1 trains with DDP across that many processes on this machine (or per node,
     under torchrun / SLURM). ``folds`` = K trains K models by patient-grouped k-fold
@@ -72,17 +76,20 @@ def train(
         extra.append(f"train.epochs={epochs}")
     if seed is not None:
         extra.append(f"train.seed={seed}")
+    if accelerator is not None:
+        extra.append(f"train.accelerator={accelerator}")
     config = load_recipe(recipe, extra)
     if folds is not None:
         return cross_validate(config, data, out, folds, overwrite=overwrite, devices=devices)
     return fit(config, data, out, overwrite=overwrite, devices=devices)
 
 
-def resume(run: str | Path, devices: int = 1) -> Path:
-    """Continue an interrupted run from its last checkpoint, with its own config and splits."""
+def resume(run: str | Path, devices: int = 1, accelerator: str | None = None) -> Path:
+    """Continue an interrupted run from its last checkpoint, with its own config and splits
+    (on another ``accelerator`` when given)."""
     from medsight.training.run import resume as resume_run
 
-    return resume_run(run, devices=devices)
+    return resume_run(run, devices=devices, accelerator=accelerator)
 
 
 def predict(

@@ -143,9 +143,13 @@ class TrainConfig(Strict):
     # and the loss likewise; 0 is off, 0.2-0.4 is usual
     mixup: float = Field(0.0, ge=0)
     class_balance: Literal["none", "weights", "sampler"] = "none"
-    # bf16: autocast on CPU. Not always faster: EfficientNet-Lite0 trained slower with it on an
-    # AVX-512 BF16 CPU without AMX (21 vs 26 images/s)
-    precision: Literal["32", "bf16"] = "32"
+    # where to train: a CUDA GPU when there is one (auto), or say which; gpu without one is an
+    # error. See medsight.training.device
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    # auto: fp32 on a CPU, bf16 mixed on a GPU that has it, else fp16 mixed (16, GPU only).
+    # bf16 on a CPU is autocast and not always faster: EfficientNet-Lite0 trained slower with
+    # it on an AVX-512 BF16 CPU without AMX (21 vs 26 images/s)
+    precision: Literal["auto", "32", "bf16", "16"] = "auto"
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     early_stopping: int | None = Field(None, ge=1, description="patience in epochs")
     num_workers: int = Field(2, ge=0)

@@ -87,6 +87,7 @@ def test_val_holds_the_validation_splits_figures(
 def test_run_facts_are_recorded(metrics: dict) -> None:
     assert metrics["epochs_run"] == 1 and metrics["best_epoch"] == 1
     assert metrics["resumed"] is False and metrics["world_size"] == 1
+    assert (metrics["accelerator"], metrics["precision"]) == ("cpu", "32-true")
     assert metrics["split_by"] == "patient" and metrics["split_warning"] is None
     assert metrics["images_without_patient"] == 0
     assert metrics["skipped"] == 0

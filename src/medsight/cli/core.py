@@ -8,7 +8,11 @@ from pathlib import Path
 
 from medsight.errors import MedsightError
 
-SHORTCUTS = {"train.epochs": "--epochs", "train.seed": "--seed"}  # options that set a field
+SHORTCUTS = {
+    "train.epochs": "--epochs",
+    "train.seed": "--seed",
+    "train.accelerator": "--accelerator",
+}  # options that set a field
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -52,6 +56,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         help="train with DDP over N processes (per node; see docs/commands.md)",
+    )
+    train.add_argument(
+        "--accelerator",
+        choices=["auto", "cpu", "gpu"],
+        help="where to train: auto (default: a CUDA GPU when there is one), cpu, or gpu "
+        "(an error without one); also with --resume",
     )
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument("--seed", type=int, help="override train.seed")
@@ -100,7 +110,7 @@ def run_train(args: argparse.Namespace) -> None:
                 f"--resume continues a run with its own recipe and data; {given[0]} would be "
                 "ignored (start a new run with --out to change them)"
             )
-        _report_run(api.resume(args.resume, args.devices))
+        _report_run(api.resume(args.resume, args.devices, args.accelerator))
         return
     missing = [f"--{n}" for n in ("recipe", "data", "out") if not getattr(args, n)]
     if missing:
@@ -122,6 +132,7 @@ def run_train(args: argparse.Namespace) -> None:
             args.overwrite,
             args.devices,
             args.folds,
+            args.accelerator,
         )
     )
 

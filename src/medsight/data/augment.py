@@ -77,7 +77,7 @@ def sampling_grid(params: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     inverse = inverse / scale[:, None, None]
     offset = -(inverse @ shift[:, :, None])
     # centred pixel coordinates -> grid_sample's [-1, 1] coordinates
-    half = torch.tensor([width / 2, height / 2], dtype=torch.float64)
+    half = torch.tensor([width / 2, height / 2], dtype=torch.float64, device=params.device)
     linear = inverse * half[None, None, :] / half[None, :, None]
     theta = torch.cat([linear, offset / half[None, :, None]], dim=2)
     theta[params[:, HFLIP].bool(), :, 0] *= -1  # sample at -x: the output is mirrored
@@ -110,7 +110,7 @@ def gaussian_blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
     1-D convolutions for the whole batch, edges reflected."""
     n, channels, height, width = x.shape
     radius = max(1, math.ceil(3 * float(sigmas.max())))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64, device=sigmas.device)
     spread = sigmas.clamp_min(1e-6)[:, None]
     kernels = torch.exp(-0.5 * (offsets[None, :] / spread) ** 2)
     kernels = (kernels / kernels.sum(1, keepdim=True)).float().repeat_interleave(channels, 0)
@@ -121,7 +121,7 @@ def gaussian_blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor(GRAY, dtype=x.dtype).view(1, 3, 1, 1)
+    weights = torch.tensor(GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x * weights).sum(1, keepdim=True)
 
 
@@ -129,17 +129,30 @@ class BatchTransform:
     """The DataLoader's ``collate_fn``: a batch of uint8 images, augmented (floats in [0, 1])
     when training, as they are otherwise. The model's input pipeline
     (:class:`medsight.bundle.InputPipeline`) normalises either, as the bundle does when
-    serving."""
+    serving.
 
-    def __init__(self, aug: AugmentConfig | None = None):
-        self.aug = aug
+    ``on_device``: only draw each image's parameters here and return ``(uint8 images, labels,
+    params)``; :func:`augment_on_device` applies them after the batch reached the GPU, so the
+    loader's CPU workers copy uint8 (a quarter of the bytes) and never warp pixels."""
 
-    def __call__(
-        self, batch: tuple[torch.Tensor, torch.Tensor, list[int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __init__(self, aug: AugmentConfig | None = None, on_device: bool = False):
+        self.aug, self.on_device = aug, on_device
+
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, list[int]]) -> tuple:
         """``batch``: what :meth:`ArrayDataset.__getitems__` returns."""
         images, labels, seeds = batch
         if self.aug is None:
             return images, labels
         params = draw(self.aug, seeds, (images.shape[-2], images.shape[-1]))
+        if self.on_device:
+            return images, labels, params
         return augment_batch(images, params, self.aug), labels
+
+
+def augment_on_device(batch: tuple, aug: AugmentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch from ``BatchTransform(aug, on_device=True)``, moved to its device, augmented
+    there exactly as the CPU path would (the same drawn parameters); other batches unchanged."""
+    if len(batch) != 3:
+        return batch
+    images, labels, params = batch
+    return augment_batch(images, params, aug), labels

@@ -26,6 +26,7 @@ from medsight.config import Recipe
 from medsight.data.augment import BatchTransform
 from medsight.data.dataset import ArrayDataset, EpochSampler
 from medsight.fsutil import atomic_write_bytes
+from medsight.training.device import Device, resolve_device
 from medsight.training.model import build_model
 from medsight.training.module import Classifier, FreezeSchedule, HistoryAndProgress
 from medsight.training.outputs import write_run_outputs
@@ -58,13 +59,14 @@ def num_nodes(devices: int) -> int:
 class FitPlan:
     """What fitting a recipe on prepared data takes: the LightningModule (model and input
     pipeline), the data loaders, the schedule's callbacks, and the spec of the bundle the model
-    becomes. The benchmarks time training through it too."""
+    becomes, and the device it runs on. The benchmarks time training through it too."""
 
     module: Classifier
     train: DataLoader
     val: DataLoader
     callbacks: list[L.Callback]
     spec: BundleSpec
+    device: Device
 
 
 def class_weights(recipe: Recipe, data: Prepared) -> torch.Tensor | None:
@@ -82,19 +84,28 @@ def class_weights(recipe: Recipe, data: Prepared) -> torch.Tensor | None:
 def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
     """The model, loaders and callbacks for fitting ``recipe`` on ``data``."""
     tcfg = recipe.train
+    device = resolve_device(tcfg)
     lungs = data.lungs.spec if data.lungs else None
     model, spec = build_model(recipe, data.table.class_names, data.positive_class, lungs)
-    # the pixels are cropped already: the rest of the bundle's pipeline normalises batches
-    module = Classifier(model, tcfg, class_weights(recipe, data), InputPipeline.from_spec(spec))
+    # the pixels are cropped already: the rest of the bundle's pipeline normalises batches;
+    # on a GPU augmentation runs there too, on the uint8 batch the loader copied
+    on_gpu = device.on_gpu
+    pipeline = InputPipeline.from_spec(spec)
+    augment = recipe.augment if on_gpu else None
+    module = Classifier(model, tcfg, class_weights(recipe, data), pipeline, augment)
     labels, split = data.table.labels, data.split
-    workers = {"num_workers": tcfg.num_workers, "persistent_workers": tcfg.num_workers > 0}
+    workers = {
+        "num_workers": tcfg.num_workers,
+        "persistent_workers": tcfg.num_workers > 0,
+        "pin_memory": on_gpu,
+    }
     is_train, is_val = split == "train", split == "val"
     sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
     train = DataLoader(
         ArrayDataset(data.pixels.rows(is_train), labels[is_train], tcfg.seed),
         batch_size=tcfg.batch_size,
         sampler=sampler,
-        collate_fn=BatchTransform(recipe.augment),
+        collate_fn=BatchTransform(recipe.augment, on_device=on_gpu),
         **workers,
     )
     val = DataLoader(
@@ -108,7 +119,7 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
         callbacks.append(FreezeSchedule(tcfg.freeze_epochs, tcfg.unfreeze))
     if tcfg.ema:
         callbacks.append(L.pytorch.callbacks.EMAWeightAveraging(decay=tcfg.ema))
-    return FitPlan(module, train, val, callbacks, spec)
+    return FitPlan(module, train, val, callbacks, spec, device)
 
 
 def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: bool = False) -> Path:
@@ -137,12 +148,12 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
     nodes = num_nodes(devices)
     trainer = L.Trainer(
         max_epochs=tcfg.epochs,
-        accelerator="cpu",
+        accelerator=plan.device.accelerator,
         devices=devices,
         num_nodes=nodes,
         strategy="ddp" if devices > 1 or nodes > 1 else "auto",
         use_distributed_sampler=False,
-        precision="bf16-mixed" if tcfg.precision == "bf16" else "32-true",
+        precision=plan.device.precision,
         plugins=[AtomicCheckpointIO()],
         logger=False,
         enable_progress_bar=False,
@@ -170,6 +181,7 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
         "pretrained": recipe.model.pretrained,
         "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
         "world_size": trainer.world_size,
+        **plan.device.facts(),
     }
     write_run_outputs(out, recipe, data, plan.module.model, plan.spec, facts)
     log.info("run written to %s", out)

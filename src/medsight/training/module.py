@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from medsight.bundle import InputPipeline
-from medsight.config import TrainConfig
+from medsight.config import AugmentConfig, TrainConfig
+from medsight.data.augment import augment_on_device
 from medsight.fsutil import atomic_write_text
 from medsight.progress import Progress, interactive, log_event
 
@@ -72,7 +73,8 @@ class Classifier(L.LightningModule):
 
     Batches arrive as the DataLoader's :class:`~medsight.data.augment.BatchTransform` gives
     them (uint8, or augmented floats in [0, 1]); ``pipeline`` normalises them as the bundle
-    will (without it they must be normalised already)."""
+    will (without it they must be normalised already). With ``device_augment`` training
+    batches come as uint8 with their drawn parameters and are augmented on the device (GPU)."""
 
     def __init__(
         self,
@@ -80,10 +82,11 @@ class Classifier(L.LightningModule):
         cfg: TrainConfig,
         class_weights: torch.Tensor | None = None,
         pipeline: InputPipeline | None = None,
+        device_augment: AugmentConfig | None = None,
     ):
         super().__init__()
         self.model, self.cfg = model.to(memory_format=torch.channels_last), cfg
-        self.pipeline = pipeline
+        self.pipeline, self.device_augment = pipeline, device_augment
         self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +129,11 @@ class Classifier(L.LightningModule):
         # no train accuracy: a blended image has no single label
         self._log_epoch_mean("train_loss", loss, len(labels))
         return loss
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.device_augment is None:
+            return batch
+        return augment_on_device(batch, self.device_augment)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")

@@ -18,6 +18,7 @@ from medsight.config import Recipe, load_recipe, save_recipe
 from medsight.data.sources import ImageTable
 from medsight.errors import MedsightError
 from medsight.models.extras import check_extras
+from medsight.training.device import resolve_device
 from medsight.training.fit import FitPlan, fit, plan_fit
 from medsight.training.prepare import (
     Prepared,
@@ -50,8 +51,10 @@ class Run:
         """A new run directory holding the resolved recipe (``config.yaml``); refuses a folder
         that holds something else, and replaces (deletes) an earlier run only with
         ``overwrite``, never one that holds the run's own ``data`` or starting weights. A
-        missing optional extra the recipe needs is reported first, before any image is read."""
+        missing optional extra the recipe needs, or a GPU it asks for and the machine lacks, is
+        reported first, before any image is read."""
         check_extras(recipe)
+        resolve_device(recipe.train)
         run = cls(recipe, out, devices)
         if run.writes:
             prepare_run_dir(run.out, overwrite, run._inputs(data))
@@ -59,8 +62,9 @@ class Run:
         return run
 
     @classmethod
-    def reopen(cls, out: str | Path, devices: int = 1) -> Run:
-        """An interrupted run, to be resumed with its own recipe and splits."""
+    def reopen(cls, out: str | Path, devices: int = 1, accelerator: str | None = None) -> Run:
+        """An interrupted run, to be resumed with its own recipe and splits (on another
+        ``accelerator`` when given: a run started on a GPU may end on a CPU)."""
         out = Path(out)
         for needed in RESUME_NEEDS:
             if not (out / needed).is_file():
@@ -69,7 +73,10 @@ class Run:
                     "resumed once it has finished its first epoch)"
                 )
         recipe = load_recipe(str(out / "config.yaml"))
+        if accelerator is not None:
+            recipe.train = recipe.train.model_copy(update={"accelerator": accelerator})
         check_extras(recipe)
+        resolve_device(recipe.train)
         return cls(recipe, out, devices)
 
     def _inputs(self, data: str | Path | None) -> tuple[str | Path, ...]:
@@ -111,7 +118,7 @@ def train(
     return run.fit(run.prepare(data))
 
 
-def resume(out: str | Path, devices: int = 1) -> Path:
+def resume(out: str | Path, devices: int = 1, accelerator: str | None = None) -> Path:
     """Continue a killed or interrupted run from ``out/checkpoints/last.ckpt``."""
-    run = Run.reopen(out, devices)
+    run = Run.reopen(out, devices, accelerator)
     return run.fit(run.reload(), resume=True)

@@ -1,0 +1,67 @@
+"""Where a fit runs and in which precision: the one place ``train.accelerator`` and
+``train.precision`` become Lightning's ``accelerator=`` and ``precision=``.
+
+``auto`` takes a CUDA GPU when PyTorch sees one, else the CPU. On a GPU ``auto`` precision is
+bf16 mixed precision where the GPU supports it (Ampere and later: no loss scaling needed) and
+fp16 mixed with loss scaling before that; on a CPU it is full fp32, which trained fastest here
+(see the comment on ``TrainConfig.precision``). Asking for a GPU on a machine without one is an
+error said before any image is decoded, never a silent fall-back to hours on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from medsight.config import TrainConfig
+from medsight.errors import ConfigError
+
+LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+
+
+@dataclass(frozen=True)
+class Device:
+    """What a fit runs on: Lightning's accelerator (``cpu`` or ``gpu``) and precision, and the
+    hardware's name for the run's facts (``metrics.json``)."""
+
+    accelerator: str
+    precision: str
+    name: str
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.accelerator == "gpu"
+
+    def facts(self) -> dict[str, str]:
+        return {"accelerator": self.accelerator, "precision": self.precision, "device": self.name}
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def resolve_device(cfg: TrainConfig) -> Device:
+    """The accelerator and precision ``cfg`` asks for on this machine; a ConfigError when it
+    asks for what the machine cannot do."""
+    if cfg.accelerator == "gpu" and not gpu_available():
+        why = (
+            f"torch {torch.__version__} is a CUDA {torch.version.cuda} build but finds no GPU "
+            "or driver: check nvidia-smi and CUDA_VISIBLE_DEVICES"
+            if torch.version.cuda
+            else f"torch {torch.__version__} is a CPU-only build: install a CUDA build"
+        )
+        raise ConfigError(
+            f"train.accelerator=gpu (--accelerator gpu) but there is no usable GPU here ({why}); "
+            "or train with --accelerator cpu"
+        )
+    on_gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and gpu_available())
+    precision = cfg.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "16") if on_gpu else "32"
+    if precision == "16" and not on_gpu:
+        raise ConfigError(
+            "train.precision=16 (fp16 mixed precision) needs a GPU; on a CPU use 32 or bf16"
+        )
+    name = torch.cuda.get_device_name() if on_gpu else "cpu"
+    return Device("gpu" if on_gpu else "cpu", LIGHTNING_PRECISION[precision], name)
