@@ -51,7 +51,9 @@ def test_merged_shards_equal_one_unsharded_run(
     bundle_dir: Path, archive: Path, unsharded: pd.DataFrame, tmp_path: Path
 ) -> None:
     for i in range(3):
-        predict_files(bundle_dir, [archive], tmp_path / f"shard-{i}.csv", shard=f"{i}/3", onnx=False)
+        predict_files(
+            bundle_dir, [archive], tmp_path / f"shard-{i}.csv", shard=f"{i}/3", onnx=False
+        )
     subprocess.run(["bash", "-c", MERGE], cwd=tmp_path, check=True)
     merged = pd.read_csv(tmp_path / "predictions.csv")
     assert merged["path"].is_unique and len(merged) == len(unsharded) == 60

@@ -39,7 +39,11 @@ def test_a_run_trains_on_the_gpu_and_its_bundle_predicts_on_the_cpu(
     malaria_subset: Path, tmp_path: Path
 ) -> None:
     out = api.train(
-        "malaria-lenet", malaria_subset, tmp_path / "run", epochs=4, overrides=QUICK,
+        "malaria-lenet",
+        malaria_subset,
+        tmp_path / "run",
+        epochs=4,
+        overrides=QUICK,
         accelerator="gpu",
     )
     metrics = json.loads((out / "metrics.json").read_text())
