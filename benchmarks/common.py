@@ -45,7 +45,8 @@ def _kib(path: str, field: str) -> int:
 
 
 class PeakMemory:
-    """Peak memory of this process and its children, while the ``with`` block runs.
+    """Peak memory of this process (or of ``pid``) and its children, while the ``with`` block
+    runs.
 
     ``peak_rss_mb``: the kernel's exact high-water mark of this process (VmHWM).
     ``peak_tree_pss_mb``: the largest sum of PSS over the process and its children, sampled
@@ -54,8 +55,8 @@ class PeakMemory:
     fair figure for comparing a multi-process pipeline with a threaded one.
     """
 
-    def __init__(self, interval: float = 0.05):
-        self.interval = interval
+    def __init__(self, interval: float = 0.05, pid: int | None = None):
+        self.interval, self.pid = interval, pid
         self.peak_tree_pss_mb = 0.0
         self.peak_rss_mb = 0.0
         self._stop = threading.Event()
@@ -63,7 +64,9 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while True:
-            pss = sum(_kib(f"/proc/{p}/smaps_rollup", "Pss") for p in _tree(os.getpid()))
+            pss = sum(
+                _kib(f"/proc/{p}/smaps_rollup", "Pss") for p in _tree(self.pid or os.getpid())
+            )
             self.peak_tree_pss_mb = max(self.peak_tree_pss_mb, pss / 1024)
             if self._stop.wait(self.interval):
                 return
@@ -75,7 +78,8 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak_rss_mb = _kib(f"/proc/{os.getpid()}/status", "VmHWM") / 1024
+        if self.pid is None:  # another process's is gone once it has exited
+            self.peak_rss_mb = _kib(f"/proc/{os.getpid()}/status", "VmHWM") / 1024
 
     def figures(self) -> dict[str, float]:
         return {

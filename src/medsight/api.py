@@ -196,6 +196,7 @@ def serve(
     import uvicorn
 
     from medsight.serving.app import create_app
+    from medsight.serving.logs import uvicorn_log_config
 
     api_key = api_key or os.environ.get("MEDSIGHT_API_KEY") or None
     app = create_app(bundle, api_key=api_key, **limits)
@@ -206,7 +207,7 @@ def serve(
             host,
         )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=uvicorn_log_config())
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down gracefully
         pass
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from medsight.data.inspect import inspect_data
+from medsight.data.io import UNRECOGNISED
 from medsight.data.patients import PatientRule
 
 
@@ -56,7 +57,10 @@ def test_duplicates_and_unreadable_files(tree: Path) -> None:
     found = inspect_data(tree)
     assert found.duplicates == [[str(tree / "NORMAL" / "a.png"), str(tree / "NORMAL" / "b.png")]]
     assert sorted(found.unreadable) == [
-        (str(tree / "PNEUMONIA" / "broken.png"), "not an image file (cannot identify format)"),
+        (
+            str(tree / "PNEUMONIA" / "broken.png"),
+            UNRECOGNISED,
+        ),
         (str(tree / "PNEUMONIA" / "empty.png"), "empty file (0 bytes)"),
     ]
     assert found.leakage == ""  # no splits given: nothing to check
@@ -89,7 +93,7 @@ def test_text_has_the_tables(tree: Path) -> None:
     assert lines[dupes + 1] == f"  {tree / 'NORMAL' / 'a.png'} = {tree / 'NORMAL' / 'b.png'}"
     unreadable = lines.index("unreadable files: 2")
     assert sorted(lines[unreadable + 1 : unreadable + 3]) == [
-        f"  {tree / 'PNEUMONIA' / 'broken.png'}: not an image file (cannot identify format)",
+        f"  {tree / 'PNEUMONIA' / 'broken.png'}: {UNRECOGNISED}",
         f"  {tree / 'PNEUMONIA' / 'empty.png'}: empty file (0 bytes)",
     ]
     assert "leakage" not in text
@@ -105,7 +109,7 @@ def test_to_dict_is_json(tree: Path) -> None:
     assert data["duplicates"] == [[str(tree / "NORMAL" / "a.png"), str(tree / "NORMAL" / "b.png")]]
     assert sorted(u["reason"] for u in data["unreadable"]) == [
         "empty file (0 bytes)",
-        "not an image file (cannot identify format)",
+        UNRECOGNISED,
     ]
     assert data["n_images"] == 7 and data["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert data["splits"][0]["counts"] == [3, 4]

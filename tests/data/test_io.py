@@ -167,7 +167,7 @@ def test_truncated_jpeg(tmp_path: Path, xray_jpeg: Path) -> None:
 def test_text_file_named_png(tmp_path: Path) -> None:
     fake = tmp_path / "notes.png"
     fake.write_text("this is not an image\n")
-    with pytest.raises(UnreadableImageError, match="not an image file") as info:
+    with pytest.raises(UnreadableImageError, match="unrecognised content") as info:
         read_image(fake)
     assert info.value.path == str(fake)
 

@@ -205,7 +205,12 @@ def test_explain_returns_overlay_and_prediction(
 
 @pytest.mark.parametrize(
     ("fields", "fragment"),
-    [({"method": "magic"}, "unknown method 'magic'"), ({"target": "FRACTURE"}, "'FRACTURE'")],
+    [
+        ({"method": "magic"}, "unknown method 'magic'"),
+        ({"target": "FRACTURE"}, "'FRACTURE'"),
+        ({"target": "\u00b9"}, "'\u00b9'"),  # a superscript one: isdigit() but no int
+        ({"target": "7"}, "'7'"),  # an index past the classes
+    ],
 )
 def test_explain_rejects_bad_fields(client: TestClient, xrays: list[Path], fields, fragment):
     response = client.post("/v1/explain", data=fields, **upload(xrays[0].read_bytes()))

@@ -169,11 +169,46 @@ def test_create_overwrites_an_earlier_run_only_when_asked(small_recipe, tmp_path
     from medsight.training.run import Run
 
     Run.create(small_recipe, tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"an epoch finished")
     with pytest.raises(MedsightError, match="is not empty"):
         Run.create(small_recipe, tmp_path)
     other = small_recipe.model_copy(update={"name": "other"})
     Run.create(other, tmp_path, overwrite=True)
     assert "name: other" in (tmp_path / "config.yaml").read_text()
+
+
+def test_a_start_that_never_finished_an_epoch_is_replaced(small_recipe, tmp_path: Path) -> None:
+    from medsight.errors import MedsightError
+    from medsight.training.run import Run
+
+    killed = Run.create(small_recipe, tmp_path / "killed").out  # as kill -9 before epoch 1 left it
+    (killed / "splits.csv").write_text("path,split\n")
+    (killed / "checkpoints").mkdir()
+    assert Run.create(small_recipe, killed).out == killed
+    assert sorted(p.name for p in killed.iterdir()) == ["config.yaml"]
+    (killed / "notes.txt").write_text("mine")  # not only what a run writes: never replaced
+    with pytest.raises(MedsightError, match="is not empty"):
+        Run.create(small_recipe, killed)
+    assert (killed / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_failed_start_leaves_nothing_in_the_way(
+    small_recipe, malaria_subset: Path, tmp_path: Path, existed: bool
+) -> None:
+    from medsight.errors import MedsightError
+    from medsight.training.run import Run, train
+
+    out = tmp_path / "run"
+    if existed:
+        out.mkdir()
+    with pytest.raises(MedsightError):
+        train(small_recipe, tmp_path / "no-such-folder", out)
+    assert out.is_dir() is existed
+    assert not existed or not any(out.iterdir())
+    run = Run.create(small_recipe, out, data=malaria_subset)  # the corrected command starts
+    assert (run.out / "config.yaml").is_file()
 
 
 def test_overwrite_leaves_nothing_of_the_earlier_run(small_recipe, tmp_path: Path) -> None:

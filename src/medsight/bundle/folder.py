@@ -89,15 +89,30 @@ def read_bundle(
             f"{WEIGHTS_FILE}; a training run writes one to RUN_DIR/bundle)"
         )
     try:
-        spec = BundleSpec.model_validate_json(spec_file.read_text())
+        spec = BundleSpec.model_validate_json(spec_file.read_bytes())
     except ValidationError as exc:
-        raise MedsightError(f"{spec_file}: invalid bundle description: {exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise MedsightError(f"{spec_file}: invalid bundle description: {problems}") from exc
     if spec.format_version > FORMAT_VERSION:
         raise MedsightError(
             f"{folder}: bundle format {spec.format_version} is newer than this "
             f"medsight understands ({FORMAT_VERSION}); upgrade medsight"
         )
-    return spec, load_file(str(weights_file)) if weights else {}, folder
+    return spec, load_weights(weights_file) if weights else {}, folder
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a damaged or foreign file is one line naming it (the
+    format holds no code, so nothing in it ever runs)."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # SafetensorError, OSError, a pickle or zip renamed, ...
+        raise MedsightError(
+            f"{path}: not a readable safetensors file ({exc}); the bundle is damaged: copy it "
+            "again or train it again"
+        ) from exc
 
 
 def load_bundle(folder: str | Path) -> Bundle:
@@ -110,19 +125,26 @@ def load_bundle(folder: str | Path) -> Bundle:
         image_size=spec.image_size,
         **spec.model_kwargs,
     )
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise MedsightError(
+            f"{folder / WEIGHTS_FILE}: the weights do not fit the model bundle.json describes "
+            f"({first[0].strip()})"
+        ) from exc
     lung_crop = None
     if spec.lung_crop is not None:
         if not (folder / LUNG_WEIGHTS).is_file():
             raise MedsightError(
                 f"{folder}: the bundle crops to the lungs but {LUNG_WEIGHTS} is missing"
             )
-        lung_crop = lung_crop_from(spec.lung_crop, load_file(str(folder / LUNG_WEIGHTS)))
+        lung_crop = lung_crop_from(spec.lung_crop, load_weights(folder / LUNG_WEIGHTS))
     guard = None
     if spec.domain is not None:
         if not (folder / DOMAIN_WEIGHTS).is_file():
             raise MedsightError(
                 f"{folder}: bundle.json describes a domain guard but {DOMAIN_WEIGHTS} is missing"
             )
-        guard = DomainGuard.from_weights(load_file(str(folder / DOMAIN_WEIGHTS)))
+        guard = DomainGuard.from_weights(load_weights(folder / DOMAIN_WEIGHTS))
     return Bundle(model, spec, lung_crop, guard)

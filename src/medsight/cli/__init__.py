@@ -63,4 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     except MedsightError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2  # a path the user gave: one line, not a traceback
     return 0

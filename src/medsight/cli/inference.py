@@ -54,7 +54,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="REST API and web page for a bundle")
     serve.add_argument("bundle", help="bundle folder (or the run directory holding it)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (8000)")
     serve.add_argument(
         "--api-key",
         help="require this key in the X-API-Key header of /v1 requests "
@@ -113,3 +113,10 @@ def run_serve(args: argparse.Namespace) -> None:
     from medsight import api
 
     api.serve(args.bundle, args.host, args.port, args.api_key, prefer_onnx=not args.no_onnx)
+
+
+def _port(value: str) -> int:
+    """A TCP port number: refused by argparse's one line, not by the server's traceback."""
+    if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
+    return int(value)

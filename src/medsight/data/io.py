@@ -7,6 +7,7 @@ import functools
 import hashlib
 import os
 import warnings
+from contextlib import nullcontext
 from io import BytesIO
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -14,6 +15,14 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from medsight.data.limits import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_PIXELS,
+    check_decoded_size,
+    check_deflated_dicom,
+    dicom_frame_bytes,
+    pillow_bytes_per_pixel,
+)
 from medsight.errors import DataError, UnreadableImageError
 
 if TYPE_CHECKING:
@@ -21,7 +30,6 @@ if TYPE_CHECKING:
 
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}) | DICOM_SUFFIXES
-DEFAULT_MAX_PIXELS = 100_000_000
 NPZ_SEPARATOR = "::"
 # Content sniffing for bytes without a trustworthy name: magic bytes -> the one Pillow plugin
 # allowed to decode them (never Pillow's other plugins, e.g. EPS through Ghostscript).
@@ -32,6 +40,8 @@ _PILLOW_MAGIC = {
     b"II*\x00": "TIFF",
     b"MM\x00*": "TIFF",
 }
+_CONVERT_CHUNK = 1 << 22  # pixels; a whole 40-megapixel image in float64 would be 320 MB
+UNRECOGNISED = "not a PNG, JPEG, BMP, TIFF or DICOM image (unrecognised content)"
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -78,12 +88,15 @@ def read_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
     draft_size: tuple[int, int] | None = None,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> Image.Image:
     """Return a loaded image in mode "L" or "RGB". `draft_size`: the (height, width) the caller
-    will resize to; JPEGs then decode at the smallest 1/2-1/8 scale still at least that big."""
+    will resize to; JPEGs then decode at the smallest 1/2-1/8 scale still at least that big.
+    The format comes from the content (as for uploads), never from the suffix alone."""
     name, entry = str(path), split_npz_entry(path)
+    limits = (max_pixels, max_bytes)
     if entry is not None:
-        return _array_to_image(name, _npz_element(name, *entry), max_pixels)
+        return _array_to_image(name, _npz_element(name, *entry), *limits)
     try:  # read the head first: clear reasons for missing/empty files, and DICOM magic
         with open(name, "rb") as f:
             head = f.read(132)
@@ -92,8 +105,11 @@ def read_image(
     if not head:
         raise UnreadableImageError(name, "empty file (0 bytes)")
     if Path(name).suffix.lower() in DICOM_SUFFIXES or head[128:132] == b"DICM":
-        return _read_dicom(name, max_pixels)
-    return _read_pillow(name, max_pixels, draft_size)
+        return _read_dicom(name, limits)
+    fmt = _pillow_format(head)
+    if fmt is None:
+        raise UnreadableImageError(name, UNRECOGNISED)
+    return _read_pillow(name, limits, draft_size, formats=(fmt,))
 
 
 def read_image_bytes(
@@ -102,21 +118,26 @@ def read_image_bytes(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     *,
     draft_size: tuple[int, int] | None = None,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> Image.Image:
     """Like :func:`read_image`, for bytes held in memory (an upload). The format is sniffed
     from the content, never taken from ``name`` (which only labels errors): PNG, JPEG, BMP and
     TIFF by their magic bytes, DICOM by "DICM" at offset 128 or as a preamble-less dataset."""
     if not data:
         raise UnreadableImageError(name, "empty file (0 bytes)")
+    limits = (max_pixels, max_bytes)
     if data[128:132] == b"DICM":
-        return _read_dicom(name, max_pixels, BytesIO(data))
-    for magic, fmt in _PILLOW_MAGIC.items():
-        if data.startswith(magic):
-            return _read_pillow(name, max_pixels, draft_size, BytesIO(data), (fmt,))
+        return _read_dicom(name, limits, BytesIO(data))
+    if (fmt := _pillow_format(data)) is not None:
+        return _read_pillow(name, limits, draft_size, BytesIO(data), (fmt,))
     if _is_raw_dicom(data):
-        return _read_dicom(name, max_pixels, BytesIO(data))
-    reason = "not a PNG, JPEG, BMP, TIFF or DICOM image (unrecognised content)"
-    raise UnreadableImageError(name, reason)
+        return _read_dicom(name, limits, BytesIO(data))
+    raise UnreadableImageError(name, UNRECOGNISED)
+
+
+def _pillow_format(head: bytes) -> str | None:
+    """The one Pillow plugin allowed to decode content starting with ``head``, if any."""
+    return next((fmt for magic, fmt in _PILLOW_MAGIC.items() if head.startswith(magic)), None)
 
 
 def load_image(
@@ -160,21 +181,20 @@ def _os_reason(exc: OSError) -> str:
     return f"cannot read file: {exc.strerror or exc}"  # e.g. "No such file or directory"
 
 
-def _check_pixels(path: str, n_pixels: int, max_pixels: int) -> None:
-    if n_pixels > max_pixels:
-        reason = f"{n_pixels} pixels exceeds the limit of {max_pixels} (decompression-bomb guard)"
-        raise UnreadableImageError(path, reason)
-
-
 def _to_uint8(arr: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
     """Linearly map [lo, hi] (default: the image's own min/max) onto 0..255."""
-    arr = np.asarray(arr, dtype=np.float64)
+    arr = np.asarray(arr)
     lo = float(np.nanmin(arr)) if lo is None else lo
     hi = float(np.nanmax(arr)) if hi is None else hi
+    out = np.zeros(arr.shape, dtype=np.uint8)
     if not hi > lo:  # constant image (or all NaN): nothing to stretch
-        return np.zeros(arr.shape, dtype=np.uint8)
-    scaled = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return out
+    flat, dest, scale = arr.reshape(-1), out.reshape(-1), 255.0 / (hi - lo)
+    for start in range(0, flat.size, _CONVERT_CHUNK):  # float64 copies a block at a time
+        block = np.asarray(flat[start : start + _CONVERT_CHUNK], dtype=np.float64)
+        scaled = (np.nan_to_num(block, nan=lo) - lo) * scale
+        dest[start : start + _CONVERT_CHUNK] = np.clip(np.rint(scaled), 0, 255)
+    return out
 
 
 def _normalize_mode(img: Image.Image) -> Image.Image:
@@ -192,7 +212,7 @@ def _normalize_mode(img: Image.Image) -> Image.Image:
 
 def _read_pillow(
     path: str,
-    max_pixels: int,
+    limits: tuple[int, int],
     draft_size: tuple[int, int] | None,
     source: IO[bytes] | None = None,
     formats: tuple[str, ...] | None = None,
@@ -202,7 +222,8 @@ def _read_pillow(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path if source is None else source, formats=formats) as img:
-                _check_pixels(path, img.width * img.height, max_pixels)
+                size = (img.width, img.height, pillow_bytes_per_pixel(img.mode))
+                check_decoded_size(path, *size, *limits)
                 if draft_size is not None:
                     height, width = draft_size
                     if img.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8):
@@ -233,17 +254,22 @@ def _is_raw_dicom(data: bytes) -> bool:
         return False
 
 
-def _read_dicom(path: str, max_pixels: int, source: IO[bytes] | None = None) -> Image.Image:
+def _read_dicom(path: str, limits: tuple[int, int], source: IO[bytes] | None = None) -> Image.Image:
     import pydicom  # deferred: only DICOM datasets pay for the import
     from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 
     try:  # force: a .dcm file may lack the 128-byte preamble and the "DICM" magic
-        ds = pydicom.dcmread(path if source is None else source, force=True)
+        with open(path, "rb") if source is None else nullcontext(source) as stream:
+            check_deflated_dicom(path, stream, limits[1])
+            ds = pydicom.dcmread(stream, force=True)
+    except UnreadableImageError:
+        raise
     except Exception as exc:  # pydicom raises many types for malformed files
         raise UnreadableImageError(path, f"corrupt DICOM file: {exc}") from exc
     if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
         raise UnreadableImageError(path, "not a DICOM image (no pixel data found)")
-    _check_pixels(path, int(ds.Rows) * int(ds.Columns), max_pixels)
+    bytes_per_pixel = dicom_frame_bytes(ds) // max(1, int(ds.Rows) * int(ds.Columns))
+    check_decoded_size(path, int(ds.Columns), int(ds.Rows), max(1, bytes_per_pixel), *limits)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         frame = pixel_array(ds, index=0)  # multi-frame: decode only the first frame
@@ -302,13 +328,15 @@ def _npz_element(path: str, npz_path: Path, key: str, index: int) -> np.ndarray:
     return arr[index]
 
 
-def _array_to_image(path: str, element: np.ndarray, max_pixels: int) -> Image.Image:
+def _array_to_image(path: str, element: np.ndarray, max_pixels: int, max_bytes: int) -> Image.Image:
     """MedMNIST stores (H, W) grayscale or (H, W, 3) RGB uint8 arrays."""
     if element.ndim == 3 and element.shape[2] == 1:
         element = element[:, :, 0]
     if not (element.ndim == 2 or (element.ndim == 3 and element.shape[2] == 3)):
         raise UnreadableImageError(path, f"array element of shape {element.shape} is no image")
-    _check_pixels(path, element.shape[0] * element.shape[1], max_pixels)
+    height, width = element.shape[:2]
+    bytes_per_pixel = element.itemsize * (3 if element.ndim == 3 else 1)
+    check_decoded_size(path, width, height, bytes_per_pixel, max_pixels, max_bytes)
     if element.dtype != np.uint8:
         element = _to_uint8(element)
     return Image.fromarray(np.ascontiguousarray(element))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import math
 import os
 import time
@@ -28,7 +29,8 @@ from PIL import Image
 from medsight import __version__
 from medsight.bundle import Bundle, OnnxPredictor, Predictor, bundle_folder, load_bundle
 from medsight.bundle.runtime import current_export
-from medsight.data.io import DEFAULT_MAX_PIXELS, read_image_bytes, to_pixels
+from medsight.data.io import read_image_bytes, to_pixels
+from medsight.data.limits import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 from medsight.errors import MedsightError, UnreadableImageError
 from medsight.explanation.cam import METHODS, explain
 from medsight.serving.batching import MicroBatcher
@@ -51,9 +53,13 @@ class _Service:
         card = folder / "model_card.md"
         self.card = card.read_text(encoding="utf-8") if card.is_file() else None
         self.decode_pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "medsight-decode")
-        # one thread owns the model: batched predictions and explanations (which hook into the
-        # model and toggle its gradients) never run at the same time
         self.model_pool = ThreadPoolExecutor(1, "medsight-model")
+        # explanations hook into a model and toggle its gradients: they get their own thread, a
+        # model no prediction uses (a copy when predictions run on the PyTorch one) and a bound
+        # on how many may wait, so that a queue of them never delays a prediction
+        self.explain_pool = ThreadPoolExecutor(1, "medsight-explain")
+        self.explainer = copy.deepcopy(bundle) if predictor is bundle else bundle
+        self.explain_slots = asyncio.Semaphore(limits["max_explanations"])
         self.batcher = MicroBatcher(
             _answer_rows(predictor), self.model_pool, limits["max_batch"], limits["batch_window_ms"]
         )
@@ -82,16 +88,27 @@ class _Service:
             detail = f"unknown method {method!r}; choose one of {', '.join(METHODS)}"
             raise ApiError(422, "invalid_field", detail)
         target = self._target(form.text("target"))
-        pixels, prediction = await self._classify(form.file(), start)
+        if self.explain_slots.locked():
+            detail = (
+                f"{self.limits['max_explanations']} explanations are in progress; retry shortly"
+            )
+            raise ApiError(503, "busy", detail)
+        async with self.explain_slots:
+            return await self._explain(form.file(), method, target, start)
+
+    async def _explain(
+        self, data: bytes, method: str, target: str | int | None, start: float
+    ) -> dict[str, Any]:
+        pixels, prediction = await self._classify(data, start)
         target = prediction["decision"] if target is None else target
         begin = time.perf_counter()
 
         def run() -> tuple[Any, str, str]:
-            found = explain(self.bundle, pixels, target, method)
+            found = explain(self.explainer, pixels, target, method)
             return found, _png_base64(found.overlay), _png_base64(pixels)
 
         try:
-            found, overlay, image = await _in(self.model_pool, run)
+            found, overlay, image = await _in(self.explain_pool, run)
         except MedsightError as exc:
             raise ApiError(422, "explain_failed", str(exc)) from exc
         timing = {**prediction.pop("timing_ms"), "explain": _ms(begin), "total": _ms(start)}
@@ -114,7 +131,7 @@ class _Service:
         names = self.spec.class_names
         if value is None or value in names:
             return value
-        if value.isdigit() and int(value) < len(names):
+        if value.isascii() and value.isdigit() and int(value) < len(names):  # not "¹"
             return int(value)
         raise ApiError(422, "invalid_field", f"target {value!r} is not one of {names}")
 
@@ -124,7 +141,11 @@ class _Service:
 
         def decode() -> np.ndarray:
             img = read_image_bytes(
-                data, "upload", self.limits["max_pixels"], draft_size=spec.image_size
+                data,
+                "upload",
+                self.limits["max_pixels"],
+                draft_size=spec.image_size,
+                max_bytes=self.limits["max_decoded_bytes"],
             )
             return np.array(to_pixels(img, spec.image_size, spec.channels))  # writable: torch
 
@@ -176,6 +197,8 @@ def create_app(
     api_key: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+    max_explanations: int = 4,
     batch_window_ms: float = 2.0,
     max_batch: int = 16,
     prefer_onnx: bool = True,
@@ -185,7 +208,9 @@ def create_app(
     ``api_key``: when given, every ``/v1`` route needs it in the ``X-API-Key`` header (``/``,
     ``/healthz`` and ``/openapi.json`` stay open). ``prefer_onnx``: predict with the bundle's
     ``model.onnx`` (ONNX Runtime, faster) when it is a current export; explanations always use
-    the PyTorch model.
+    the PyTorch model. ``max_pixels`` and ``max_decoded_bytes``: the decoded-size limits each
+    upload's header is checked against before its pixels are decoded (``medsight.data.limits``).
+    ``max_explanations``: explanations in progress at once; one more is a 503 ``busy``.
     """
     folder = bundle_folder(bundle_path)
     bundle = load_bundle(folder)
@@ -194,6 +219,8 @@ def create_app(
     limits = {
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,
+        "max_decoded_bytes": max_decoded_bytes,
+        "max_explanations": max_explanations,
         "max_batch": max_batch,
         "batch_window_ms": batch_window_ms,
         "api_key_required": bool(api_key),

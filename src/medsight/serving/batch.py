@@ -127,6 +127,8 @@ def predict_files(
     """
     if batch_size < 1:
         raise MedsightError(f"batch size must be at least 1, not {batch_size}")
+    if Path(out).is_dir():
+        raise MedsightError(f"{out} is a folder; --out names the CSV file to write")
     model = bundle if isinstance(bundle, Predictor) else load_predictor(bundle, prefer_onnx=onnx)
     spec, out = model.spec, Path(out)
     files = find_images(paths)

@@ -68,21 +68,59 @@ def positive_class(class_names: list[str], configured: str | None) -> str | None
     return class_names[1]
 
 
+# What a run writes before its first epoch ends; a folder holding only these (and no checkpoint)
+# is a start that failed or was killed: nothing in it can be resumed or is the user's.
+STARTED_ONLY = frozenset(
+    {"config.yaml", "run.json", "splits.csv", "skipped.csv", "curation.csv", "lungs", "checkpoints"}
+)
+
+
+def unfinished_start(out: Path) -> bool:
+    """Whether ``out`` holds only what a run that never finished an epoch wrote."""
+    names = {p.name for p in out.iterdir()}
+    checkpoints = out / "checkpoints"
+    return (
+        "config.yaml" in names
+        and names <= STARTED_ONLY
+        and not (checkpoints.is_dir() and any(checkpoints.iterdir()))
+    )
+
+
+def discard_unfinished_start(out: Path, created: bool) -> None:
+    """Remove what a run wrote into ``out`` when it failed before finishing an epoch, so the
+    corrected command just works (``created``: the folder itself was made by the run)."""
+    if not out.is_dir() or not unfinished_start(out):
+        return
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in out.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
 def prepare_run_dir(out: Path, overwrite: bool, inputs: tuple[str | Path, ...] = ()) -> None:
     """Refuse to write into a folder that already holds something, unless asked to; replacing
-    an earlier run deletes it, so none of the run's ``inputs`` may lie inside it."""
+    an earlier run deletes it, so none of the run's ``inputs`` may lie inside it. A start that
+    never finished an epoch (killed, or failed) is replaced without asking."""
+    if out.exists() and not out.is_dir():
+        raise MedsightError(f"{out} is a file; --out names the folder the run is written to")
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
+        inside = _inside(inputs, out)
+        if unfinished_start(out) and not inside:
+            log.info("%s holds a run that never finished an epoch: starting afresh", out)
+        elif not overwrite:
             raise MedsightError(
                 f"{out} is not empty; choose a new --out folder, pass --resume to continue the "
                 "run there, or --overwrite to replace it"
             )
-        if not (out / "config.yaml").is_file():
+        elif not (out / "config.yaml").is_file():
             raise MedsightError(
                 f"{out} is not empty and is not a medsight run directory; refusing to overwrite it"
             )
-        inside = [p for p in inputs if Path(p).expanduser().resolve().is_relative_to(out.resolve())]
-        if inside:
+        elif inside:
             raise MedsightError(
                 f"{inside[0]} lies inside {out}, which --overwrite would delete; copy it out "
                 "first or choose another --out"
@@ -90,6 +128,10 @@ def prepare_run_dir(out: Path, overwrite: bool, inputs: tuple[str | Path, ...] =
         # nothing of the earlier run may stay: a resume would take its checkpoints for ours
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _inside(inputs: tuple[str | Path, ...], out: Path) -> list[str | Path]:
+    return [p for p in inputs if Path(p).expanduser().resolve().is_relative_to(out.resolve())]
 
 
 def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageTable:

@@ -23,6 +23,7 @@ from medsight.training.fit import FitPlan, fit, plan_fit
 from medsight.training.prepare import (
     Prepared,
     crop_to_lungs,
+    discard_unfinished_start,
     prepare,
     prepare_run_dir,
     reload_prepared,
@@ -38,6 +39,7 @@ class Run:
     def __init__(self, recipe: Recipe, out: str | Path, devices: int = 1):
         self.recipe, self.out, self.devices = recipe, Path(out), devices
         self.writes = rank_zero_only.rank == 0
+        self.created_folder = False
 
     @classmethod
     def create(
@@ -57,6 +59,7 @@ class Run:
         resolve_device(recipe.train)
         run = cls(recipe, out, devices)
         if run.writes:
+            run.created_folder = not run.out.exists()
             prepare_run_dir(run.out, overwrite, run._inputs(data))
             save_recipe(recipe, run.out / "config.yaml")
         return run
@@ -109,13 +112,23 @@ class Run:
         """Fit (from the last checkpoint when ``resume``) and write the outputs."""
         return fit(self.recipe, data, self.out, self.devices, resume=resume)
 
+    def discard_if_unfinished(self) -> None:
+        """After a failure: remove what this run wrote when it never finished an epoch (nothing
+        to resume), so the corrected command finds the folder as it was."""
+        if self.writes:
+            discard_unfinished_start(self.out, self.created_folder)
+
 
 def train(
     recipe: Recipe, data: str | Path, out: str | Path, overwrite: bool = False, devices: int = 1
 ) -> Path:
     """Train ``recipe`` on ``data`` and write the complete run directory ``out``."""
     run = Run.create(recipe, out, overwrite, devices, data)
-    return run.fit(run.prepare(data))
+    try:
+        return run.fit(run.prepare(data))
+    except BaseException:
+        run.discard_if_unfinished()
+        raise
 
 
 def resume(out: str | Path, devices: int = 1, accelerator: str | None = None) -> Path:

@@ -1,0 +1,60 @@
+"""Explanations run apart from predictions: a slow one never holds a prediction up, and the
+number in progress is bounded (one more is a 503 ``busy``)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from medsight.serving import app as app_module
+from medsight.serving.app import create_app
+
+
+@pytest.fixture
+def xray_bytes(chest_xray_dir: Path) -> bytes:
+    return sorted((chest_xray_dir / "test" / "NORMAL").glob("*.jpeg"))[0].read_bytes()
+
+
+def _upload(data: bytes) -> dict:
+    return {"files": {"file": ("x.jpeg", data, "image/jpeg")}}
+
+
+def test_a_stuck_explanation_neither_blocks_predictions_nor_queues_without_bound(
+    xray_bundle: Path, xray_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_explain, release, entered = app_module.explain, threading.Event(), threading.Event()
+
+    def slow_explain(bundle, pixels, target, method):
+        entered.set()
+        assert release.wait(60), "the test never released the explanation"
+        return real_explain(bundle, pixels, target, method)
+
+    monkeypatch.setattr(app_module, "explain", slow_explain)
+    app = create_app(xray_bundle, prefer_onnx=False, max_explanations=1)
+    with TestClient(app) as client, ThreadPoolExecutor(1) as background:
+        pending = background.submit(client.post, "/v1/explain", **_upload(xray_bytes))
+        assert entered.wait(60)
+        predicted = client.post("/v1/predict", **_upload(xray_bytes))  # while it is stuck
+        assert predicted.status_code == 200 and not pending.done()
+        busy = client.post("/v1/explain", **_upload(xray_bytes))
+        assert busy.status_code == 503
+        assert busy.json() == {
+            "error": "busy",
+            "detail": "1 explanations are in progress; retry shortly",
+        }
+        release.set()
+        explained = pending.result(60)
+        assert explained.status_code == 200
+        assert explained.json()["prediction"]["probabilities"] == predicted.json()["probabilities"]
+        assert client.post("/v1/explain", **_upload(xray_bytes)).status_code == 200  # slot freed
+
+
+def test_the_limits_are_reported(xray_bundle: Path) -> None:
+    with TestClient(create_app(xray_bundle, max_explanations=2)) as client:
+        serving = client.get("/v1/model").json()["serving"]
+    assert serving["max_explanations"] == 2
+    assert serving["max_pixels"] == 40_000_000 and serving["max_decoded_bytes"] == 256 * 2**20

@@ -1,0 +1,55 @@
+"""The server's log lines: no query strings, no raw control bytes."""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.config
+
+import pytest
+
+from medsight.serving.logs import SafeLogRecords, printable, uvicorn_log_config
+
+
+def test_printable_escapes_control_characters() -> None:
+    assert printable("/v1/model\x1b[31m\x00x\n") == "/v1/model\\x1b[31m\\x00x\\n"
+    assert printable("ordinary/path-é.png") == "ordinary/path-é.png"
+
+
+def _access_record(path: str) -> logging.LogRecord:
+    """The record uvicorn's access logger makes for one request."""
+    args = ("127.0.0.1:5000", "GET", path, "1.1", 200)
+    return logging.LogRecord(
+        "uvicorn.access", logging.INFO, "h11", 1, '%s - "%s %s HTTP/%s" %d', args, None
+    )
+
+
+def test_access_lines_lose_the_query_string_and_control_bytes() -> None:
+    record = _access_record("/v1/predict\x1b[2J?api_key=s3cret&x=\x00")
+    assert SafeLogRecords().filter(record)
+    line = record.getMessage()
+    assert line == '127.0.0.1:5000 - "GET /v1/predict\\x1b[2J HTTP/1.1" 200'
+    assert "s3cret" not in line
+
+
+def test_other_records_are_escaped_not_dropped() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error", logging.WARNING, "x", 1, "bad name %s", ("a\x07b",), None
+    )
+    assert SafeLogRecords().filter(record)
+    assert record.getMessage() == "bad name a\\x07b"
+
+
+def test_uvicorn_configuration_applies_the_filter(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = uvicorn_log_config()
+    stream = io.StringIO()
+    config["handlers"]["access"]["stream"] = stream
+    logging.config.dictConfig(config)
+    try:
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "10.0.0.1:1", "GET", "/?api_key=k3y\x1b", "1.1", 404
+        )
+    finally:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    written = stream.getvalue()
+    assert '"GET / HTTP/1.1" 404' in written and "k3y" not in written
