@@ -75,7 +75,7 @@ def test_serve_refuses_a_port_out_of_range(bundle: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["serve", str(bundle), "--port", "99999"])
     assert exited.value.code == 2
-    assert "'99999' is not a port number (1-65535)" in capsys.readouterr().err
+    assert "'99999' is not a port number (0-65535" in capsys.readouterr().err
 
 
 def test_out_that_is_a_file_or_a_folder_is_one_line(

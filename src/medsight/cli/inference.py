@@ -117,6 +117,6 @@ def run_serve(args: argparse.Namespace) -> None:
 
 def _port(value: str) -> int:
     """A TCP port number: refused by argparse's one line, not by the server's traceback."""
-    if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (1-65535)")
+    if not (value.isascii() and value.isdigit() and int(value) < 65536):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number (0-65535; 0: any free)")
     return int(value)
