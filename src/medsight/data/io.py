@@ -20,7 +20,7 @@ from medsight.data.limits import (
     DEFAULT_MAX_PIXELS,
     check_decoded_size,
     check_deflated_dicom,
-    dicom_frame_bytes,
+    dicom_bytes_per_pixel,
     pillow_bytes_per_pixel,
 )
 from medsight.errors import DataError, UnreadableImageError
@@ -268,8 +268,8 @@ def _read_dicom(path: str, limits: tuple[int, int], source: IO[bytes] | None = N
         raise UnreadableImageError(path, f"corrupt DICOM file: {exc}") from exc
     if "PixelData" not in ds or "Rows" not in ds or "Columns" not in ds:
         raise UnreadableImageError(path, "not a DICOM image (no pixel data found)")
-    bytes_per_pixel = dicom_frame_bytes(ds) // max(1, int(ds.Rows) * int(ds.Columns))
-    check_decoded_size(path, int(ds.Columns), int(ds.Rows), max(1, bytes_per_pixel), *limits)
+    size = (int(ds.Columns), int(ds.Rows), dicom_bytes_per_pixel(ds))
+    check_decoded_size(path, *size, *limits)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
         frame = pixel_array(ds, index=0)  # multi-frame: decode only the first frame

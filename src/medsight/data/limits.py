@@ -31,11 +31,11 @@ def pillow_bytes_per_pixel(mode: str) -> int:
     return 2 if mode.startswith("I;16") else 4
 
 
-def dicom_frame_bytes(ds: Dataset) -> int:
-    """Decoded bytes of one frame, from Rows, Columns, SamplesPerPixel and BitsAllocated."""
+def dicom_bytes_per_pixel(ds: Dataset) -> int:
+    """Decoded bytes per pixel of a frame, from SamplesPerPixel and BitsAllocated."""
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     bits = int(ds.get("BitsAllocated", 8) or 8)
-    return int(ds.Rows) * int(ds.Columns) * samples * -(-bits // 8)
+    return samples * -(-bits // 8)
 
 
 def check_decoded_size(

@@ -25,8 +25,8 @@ class SafeLogRecords(logging.Filter):
             and len(record.args) == 5
         ):
             client, method, path, version, status = record.args
-            record.args = (client, method, str(path).split("?", 1)[0], version, status)
-            record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
+            path = printable(str(path).split("?", 1)[0])
+            record.args = (printable(str(client)), method, path, version, status)
             return True
         message = record.getMessage()
         if not message.isprintable():

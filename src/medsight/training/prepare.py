@@ -91,14 +91,9 @@ def discard_unfinished_start(out: Path, created: bool) -> None:
     corrected command just works (``created``: the folder itself was made by the run)."""
     if not out.is_dir() or not unfinished_start(out):
         return
-    if created:
-        shutil.rmtree(out, ignore_errors=True)
-        return
-    for entry in out.iterdir():
-        if entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    if not created:  # the user's (empty) folder stays
+        out.mkdir(exist_ok=True)
 
 
 def prepare_run_dir(out: Path, overwrite: bool, inputs: tuple[str | Path, ...] = ()) -> None:
