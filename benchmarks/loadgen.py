@@ -69,6 +69,7 @@ def run_load(
     bodies = [multipart(field, name, data) for name, data in images]
     latencies: list[float] = []
     failures = [0]
+    statuses: dict[int, int] = {}  # every counted answer by status (0: none), errors included
     lock = threading.Lock()
     window: dict[str, float] = {}
 
@@ -87,6 +88,7 @@ def run_load(
             status = post(url, *bodies[sent % len(bodies)])
             elapsed = time.perf_counter() - begin
             with lock:
+                statuses[status] = statuses.get(status, 0) + 1
                 if status == 200:
                     latencies.append(elapsed * 1000)
                 else:
@@ -113,6 +115,7 @@ def run_load(
         "p95_ms": ms(percentile(latencies, 95)),
         "p99_ms": ms(percentile(latencies, 99)),
         "mean_ms": ms(sum(latencies) / max(1, len(latencies))),
+        "statuses": {str(code): statuses[code] for code in sorted(statuses)},
     }
 
 

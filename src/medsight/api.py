@@ -183,12 +183,15 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
+    request_timeout: float = 30.0,
     **limits: Any,
 ) -> None:
     """Serve a bundle: REST API (``/v1/predict``, ``/v1/explain``, ``/v1/model``) and web page.
 
-    ``api_key`` defaults to the ``MEDSIGHT_API_KEY`` environment variable; ``limits`` go to
-    :func:`medsight.serving.app.create_app` (``max_upload_bytes``, ``max_pixels``, ...).
+    ``api_key`` defaults to the ``MEDSIGHT_API_KEY`` environment variable; ``request_timeout``:
+    seconds a client has to send a whole request (a slower one gets a 408 and is disconnected);
+    ``limits`` go to :func:`medsight.serving.app.create_app` (``max_upload_bytes``,
+    ``max_pixels``, ``max_decodes``, ...).
     """
     import logging
     import os
@@ -197,8 +200,10 @@ def serve(
 
     from medsight.serving.app import create_app
     from medsight.serving.logs import uvicorn_log_config
+    from medsight.serving.protocol import timed_protocol
 
     api_key = api_key or os.environ.get("MEDSIGHT_API_KEY") or None
+    protocol = timed_protocol(request_timeout)
     app = create_app(bundle, api_key=api_key, **limits)
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger(__name__).warning(
@@ -207,7 +212,14 @@ def serve(
             host,
         )
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info", log_config=uvicorn_log_config())
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            http=protocol,
+            log_level="info",
+            log_config=uvicorn_log_config(),
+        )
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down gracefully
         pass
 

@@ -78,6 +78,23 @@ def test_serve_refuses_a_port_out_of_range(bundle: Path, capsys) -> None:
     assert "'99999' is not a port number (0-65535" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--request-timeout", "0"),
+        ("--request-timeout", "nan"),
+        ("--max-pixels", "-1"),
+        ("--max-decoded-mb", "lots"),
+        ("--max-decodes", "0"),
+    ],
+)
+def test_serve_refuses_limits_that_are_not_positive(bundle: Path, capsys, option, value) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", str(bundle), option, value])
+    assert exited.value.code == 2
+    assert f"{value!r} is not a positive" in capsys.readouterr().err
+
+
 def test_out_that_is_a_file_or_a_folder_is_one_line(
     bundle: Path, xray: Path, tmp_path: Path, capsys
 ) -> None:

@@ -58,3 +58,31 @@ def test_the_limits_are_reported(xray_bundle: Path) -> None:
         serving = client.get("/v1/model").json()["serving"]
     assert serving["max_explanations"] == 2
     assert serving["max_pixels"] == 40_000_000 and serving["max_decoded_bytes"] == 256 * 2**20
+
+
+@pytest.mark.parametrize("max_decodes", [1, 3])
+def test_uploads_decoded_at_once_are_bounded(
+    xray_bundle: Path, xray_bytes: bytes, monkeypatch: pytest.MonkeyPatch, max_decodes: int
+) -> None:
+    """Decoding's memory is bounded by max_decodes x max_decoded_bytes: the others wait."""
+    real_read, lock = app_module.read_image_bytes, threading.Lock()
+    state = {"now": 0, "most": 0}
+
+    def counted_read(*args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            threading.Event().wait(0.1)  # long enough for the others to arrive meanwhile
+            return real_read(*args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(app_module, "read_image_bytes", counted_read)
+    with TestClient(create_app(xray_bundle, max_decodes=max_decodes)) as client:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: client.post("/v1/predict", **_upload(xray_bytes)), range(8)))
+        assert client.get("/v1/model").json()["serving"]["max_decodes"] == max_decodes
+    assert [a.status_code for a in answers] == [200] * 8
+    assert state["most"] == max_decodes

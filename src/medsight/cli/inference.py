@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import Any
+
+from medsight.data.limits import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -63,6 +67,31 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--no-onnx", action="store_true", help="predict with PyTorch even if model.onnx exists"
     )
+    serve.add_argument(
+        "--request-timeout",
+        type=_positive(float),
+        default=30.0,
+        help="seconds a client has to send a whole request; slower ones get a 408 (30)",
+    )
+    serve.add_argument(
+        "--max-pixels",
+        type=_positive(int),
+        default=DEFAULT_MAX_PIXELS,
+        help=f"largest upload in pixels, checked from its header ({DEFAULT_MAX_PIXELS:,})",
+    )
+    serve.add_argument(
+        "--max-decoded-mb",
+        type=_positive(int),
+        default=DEFAULT_MAX_DECODED_BYTES // 2**20,
+        help="largest decoded upload in MiB, checked from its header "
+        f"({DEFAULT_MAX_DECODED_BYTES // 2**20})",
+    )
+    serve.add_argument(
+        "--max-decodes",
+        type=_positive(int),
+        help="uploads decoded at once (default: CPU count, at most 4): "
+        "bounds memory to this x --max-decoded-mb",
+    )
     serve.set_defaults(run=run_serve)
 
 
@@ -112,7 +141,32 @@ def run_export(args: argparse.Namespace) -> None:
 def run_serve(args: argparse.Namespace) -> None:
     from medsight import api
 
-    api.serve(args.bundle, args.host, args.port, args.api_key, prefer_onnx=not args.no_onnx)
+    api.serve(
+        args.bundle,
+        args.host,
+        args.port,
+        args.api_key,
+        request_timeout=args.request_timeout,
+        prefer_onnx=not args.no_onnx,
+        max_pixels=args.max_pixels,
+        max_decoded_bytes=args.max_decoded_mb * 2**20,
+        max_decodes=args.max_decodes,
+    )
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` above zero, else argparse's one-line error."""
+
+    def parse(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or not number > 0 or number != number:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a positive {kind.__name__}")
+        return number
+
+    return parse
 
 
 def _port(value: str) -> int:

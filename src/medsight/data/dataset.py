@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medsight.data.cache import cache_root, cached, store
 from medsight.data.io import load_image
@@ -118,6 +118,23 @@ class EpochSampler(Sampler[int]):
         size = len(self) * world
         order = torch.cat([order, order[: size - n]])[rank::world]  # equal share per process
         return iter((order + (self.epoch + 1) * n).tolist())
+
+
+class EpochLoader(DataLoader):
+    """A DataLoader over an :class:`EpochSampler` that sets the sampler's epoch itself, from
+    ``epoch_of()``, each time an iterator is made.
+
+    Lightning sets the epoch only after it has made a resumed run's first iterator, and worker
+    processes fetch their first batches as soon as it exists: without this, the first epoch
+    after a resume would replay epoch 0's order and draws.
+    """
+
+    epoch_of: Callable[[], int] | None = None
+
+    def __iter__(self):
+        if self.epoch_of is not None:
+            self.sampler.set_epoch(self.epoch_of())
+        return super().__iter__()
 
 
 class ArrayDataset(Dataset):

@@ -8,7 +8,7 @@ their images; otherwise it draws images.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,13 +41,12 @@ def group_indices(groups: Sequence | None, n: int) -> tuple[list[np.ndarray], st
     return np.split(order, bounds), "patient"
 
 
-def resample_indices(groups: list[np.ndarray], resamples: int, seed: int) -> list[np.ndarray]:
-    """Row indices of each resample: as many groups as there are, drawn with replacement."""
+def resample_indices(groups: list[np.ndarray], resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of each resample: as many groups as there are, drawn with replacement (one
+    at a time: all of them at once would cost resamples x rows x 8 bytes)."""
     rng = np.random.default_rng(seed)
-    return [
-        np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
-        for _ in range(resamples)
-    ]
+    for _ in range(resamples):
+        yield np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
 
 
 def bootstrap(

@@ -52,7 +52,8 @@ class _Service:
         self.engine = {"torch": "pytorch"}.get(predictor.engine, predictor.engine)
         card = folder / "model_card.md"
         self.card = card.read_text(encoding="utf-8") if card.is_file() else None
-        self.decode_pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), "medsight-decode")
+        # one thread per image decoded at once: the bound on decoding's memory, not only CPU
+        self.decode_pool = ThreadPoolExecutor(limits["max_decodes"], "medsight-decode")
         self.model_pool = ThreadPoolExecutor(1, "medsight-model")
         # explanations hook into a model and toggle its gradients: they get their own thread, a
         # model no prediction uses (a copy when predictions run on the PyTorch one) and a bound
@@ -199,6 +200,7 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     max_explanations: int = 4,
+    max_decodes: int | None = None,
     batch_window_ms: float = 2.0,
     max_batch: int = 16,
     prefer_onnx: bool = True,
@@ -211,7 +213,12 @@ def create_app(
     the PyTorch model. ``max_pixels`` and ``max_decoded_bytes``: the decoded-size limits each
     upload's header is checked against before its pixels are decoded (``medsight.data.limits``).
     ``max_explanations``: explanations in progress at once; one more is a 503 ``busy``.
+    ``max_decodes``: uploads decoded at once (default: the CPU count, at most 4), so decoding
+    never holds more than ``max_decodes x max_decoded_bytes`` of pixels; the others wait.
     """
+    max_decodes = max_decodes or min(4, os.cpu_count() or 1)
+    if max_decodes < 1:
+        raise ValueError(f"max_decodes must be at least 1, not {max_decodes}")
     folder = bundle_folder(bundle_path)
     bundle = load_bundle(folder)
     onnx = current_export(folder) if prefer_onnx else None
@@ -221,6 +228,7 @@ def create_app(
         "max_pixels": max_pixels,
         "max_decoded_bytes": max_decoded_bytes,
         "max_explanations": max_explanations,
+        "max_decodes": max_decodes,
         "max_batch": max_batch,
         "batch_window_ms": batch_window_ms,
         "api_key_required": bool(api_key),

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from medsight.bundle import BundleSpec, InputPipeline
 from medsight.config import Recipe
 from medsight.data.augment import BatchTransform
-from medsight.data.dataset import ArrayDataset, EpochSampler
+from medsight.data.dataset import ArrayDataset, EpochLoader, EpochSampler
 from medsight.fsutil import atomic_write_bytes
 from medsight.training.device import Device, resolve_device
 from medsight.training.model import build_model
@@ -62,7 +62,7 @@ class FitPlan:
     becomes, and the device it runs on. The benchmarks time training through it too."""
 
     module: Classifier
-    train: DataLoader
+    train: EpochLoader
     val: DataLoader
     callbacks: list[L.Callback]
     spec: BundleSpec
@@ -92,8 +92,15 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
     on_gpu = device.on_gpu
     pipeline = InputPipeline.from_spec(spec)
     augment = recipe.augment if on_gpu else None
-    module = Classifier(model, tcfg, class_weights(recipe, data), pipeline, augment)
     labels, split = data.table.labels, data.split
+    module = Classifier(
+        model,
+        tcfg,
+        class_weights(recipe, data),
+        pipeline,
+        augment,
+        train_images=int((split == "train").sum()),
+    )
     workers = {
         "num_workers": tcfg.num_workers,
         "persistent_workers": tcfg.num_workers > 0,
@@ -101,7 +108,7 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
     }
     is_train, is_val = split == "train", split == "val"
     sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
-    train = DataLoader(
+    train = EpochLoader(
         ArrayDataset(data.pixels.rows(is_train), labels[is_train], tcfg.seed),
         batch_size=tcfg.batch_size,
         sampler=sampler,
@@ -162,6 +169,8 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
         callbacks=callbacks,
         default_root_dir=out,
     )
+    # the epoch Lightning itself gives the sampler, known before the first iterator is made
+    plan.train.epoch_of = lambda: trainer.fit_loop.epoch_progress.current.processed
     started = time.monotonic()
     trainer.fit(
         plan.module,

@@ -83,8 +83,10 @@ class Classifier(L.LightningModule):
         class_weights: torch.Tensor | None = None,
         pipeline: InputPipeline | None = None,
         device_augment: AugmentConfig | None = None,
+        train_images: int | None = None,
     ):
         super().__init__()
+        self.train_images = train_images
         self.model, self.cfg = model.to(memory_format=torch.channels_last), cfg
         self.pipeline, self.device_augment = pipeline, device_augment
         self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
@@ -146,7 +148,7 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = make_optimizer(self.model.parameters(), self.cfg)
-        steps = max(1, self.trainer.estimated_stepping_batches // self.cfg.epochs)
+        steps = self._steps_per_epoch()
         if self.cfg.schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer, max_lr=self.cfg.lr, total_steps=steps * self.cfg.epochs
@@ -157,6 +159,16 @@ class Classifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+    def _steps_per_epoch(self) -> int:
+        """Optimiser steps per epoch, from the number of training images when known: Lightning's
+        ``estimated_stepping_batches`` makes the training data's first iterator to count them,
+        before a resumed run's epoch is restored, so its workers would fetch epoch 0's batches."""
+        if self.train_images is None:
+            return max(1, self.trainer.estimated_stepping_batches // self.cfg.epochs)
+        per_process = -(-self.train_images // self.trainer.world_size)
+        return max(1, -(-per_process // self.cfg.batch_size))
 
 
 class FreezeSchedule(L.Callback):
