@@ -74,7 +74,10 @@ def send(case: Case, port: int, timeout: float) -> Answer:
     thread when large, so an early refusal is read while the client is still sending)."""
     start = time.perf_counter()
     broken: list[OSError] = []
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except OSError:  # refused: nobody listens any more
+        return Answer(0, b"", b"", True, time.perf_counter() - start)
 
     def push() -> None:
         try:
@@ -108,6 +111,8 @@ def send(case: Case, port: int, timeout: float) -> Answer:
 
 
 def _read_answer(sock: socket.socket) -> bytes:
+    """The first answer on the connection (an answer to a second request that the server
+    found in the same bytes is left out)."""
     data = b""
     while b"\r\n\r\n" not in data:
         if not (chunk := sock.recv(65536)):
@@ -119,7 +124,7 @@ def _read_answer(sock: socket.socket) -> bytes:
         if not (chunk := sock.recv(65536)):
             break
         body += chunk
-    return head + b"\r\n\r\n" + body
+    return head + b"\r\n\r\n" + (body[: int(found.group(1))] if found else body)
 
 
 def judge(case: Case, answer: Answer) -> dict[str, Any]:
@@ -254,6 +259,7 @@ def mixed_phase(
     half = max(1, concurrency // 2)
     stop = threading.Event()
     quick = [c for c in cases if not (c.stall or c.length > 1 << 20)]
+    quick = random.Random(0).sample(quick, len(quick))  # every category from the start
     with ThreadPoolExecutor(3) as pool:
         predict = pool.submit(load, f"{base}/v1/predict", images, half, seconds)
         explain = pool.submit(
@@ -355,7 +361,7 @@ def scan_log(log: Path, secrets: set[str]) -> dict[str, Any]:
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     env = environment(work)
@@ -373,7 +379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     log = work / "serve.log"
     result: dict[str, Any] = {
-        "command": " ".join(["python -m benchmarks.fuzz_serving", *sys.argv[1:]]),
+        "command": command,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "bundle": str(args.bundle),
         "bundle_trained_s": trained_s,
@@ -394,6 +400,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     sent, port, process, args.threads, args.request_timeout + 30
                 )
                 result["hostile_s"] = round(time.monotonic() - start, 1)
+            time.sleep(min(2.0, args.seconds))  # let the last answers' buffers go
+            result["after_hostile_pss_mb"] = tree_pss_mb(process.pid)
             with PeakMemory(interval=0.1, pid=process.pid) as phases["load_a"]:
                 load_a = load(f"{base}/v1/predict", images, args.concurrency, args.seconds)
             half = max(1, args.concurrency // 2)
@@ -403,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     base, images, cases, port, half, args.seconds, alone["throughput_rps"]
                 )
             alive = healthy(port, process)
-            time.sleep(2.0)  # let the last answers' buffers go
+            time.sleep(min(2.0, args.seconds))
             result["after_pss_mb"] = tree_pss_mb(process.pid)
     secrets = {s for c in cases for s in c.secrets}
     result |= {
@@ -515,7 +523,8 @@ def summary(result: dict[str, Any]) -> str:
     hostile = b["hostile"]
     memory = (
         f"Server PSS: baseline {result['baseline_pss_mb']} MB, peak {result['peak_pss_mb']} MB "
-        f"(phases: {result['phase_peak_pss_mb']}), after {result['after_pss_mb']} MB "
+        f"(phases: {result['phase_peak_pss_mb']}), after the hostile phase "
+        f"{result['after_hostile_pss_mb']} MB, at the end {result['after_pss_mb']} MB "
         f"(leak {result['leak_mb']:+} MB); hostile phase {result['hostile_s']} s for "
         f"{result['hostile_cases']} cases; B's hostile requests: {hostile.get('cases', 0)} "
         f"({b['hostile_fraction']:.0%} of B's mixed requests), {hostile.get('status_5xx', 0)} "
@@ -562,7 +571,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=4, help="hostile cases sent at once")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="the server's")
     args = parser.parse_args(argv)
-    result = run(args)
+    given = sys.argv[1:] if argv is None else list(argv)
+    result = run(args, " ".join(["python -m benchmarks.fuzz_serving", *given]))
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "fuzz_serving.json", result)
     print(summary(result))

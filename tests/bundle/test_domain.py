@@ -18,7 +18,7 @@ from medsight.bundle import (
     load_bundle,
     save_bundle,
 )
-from medsight.bundle.domain import MahalanobisDistance
+from medsight.bundle.domain import MahalanobisDistance, ledoit_wolf_precision
 from medsight.data.io import load_image
 from medsight.models.zoo import create_model
 
@@ -121,6 +121,21 @@ def guarded_bundle(tmp_path_factory: pytest.TempPathFactory, cell_guard: tuple) 
     model = create_model(spec.model_name, 2, 3, SIZE)
     folder = tmp_path_factory.mktemp("guarded") / "bundle"
     return save_bundle(folder, model, spec, guard=guard)
+
+
+@pytest.mark.parametrize(("n", "d"), [(3000, 64), (50, 80), (1500, 1)])
+def test_ledoit_wolf_precision_is_scikit_learns(n: int, d: int) -> None:
+    """Correlated, unequal-variance features; more features than images too (strong shrinkage)."""
+    from sklearn.covariance import LedoitWolf
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * rng.uniform(0.1, 3, d)
+    z -= z.mean(axis=0)
+    expected = LedoitWolf(assume_centered=True, block_size=16).fit(z).precision_
+    before = z.copy()
+    got = ledoit_wolf_precision(z, rows=97)  # rows that do not divide n
+    np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-10 * np.abs(expected).max())
+    assert np.array_equal(z, before)  # the data are read, never changed
 
 
 def test_a_saved_guard_loads_and_scores_the_same(

@@ -118,6 +118,8 @@ def test_deflated_dicom_bomb_is_refused_without_inflating_it(tmp_path: Path) -> 
             read_image(path)
         with pytest.raises(UnreadableImageError, match="deflated DICOM data inflates"):
             read_image_bytes(data)
+        with pytest.raises(UnreadableImageError, match="deflated DICOM data inflates"):
+            read_image_bytes(data[132:])  # no preamble: sniffed as a raw dataset, inflated first
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -82,7 +82,9 @@ def test_uploads_decoded_at_once_are_bounded(
     monkeypatch.setattr(app_module, "read_image_bytes", counted_read)
     with TestClient(create_app(xray_bundle, max_decodes=max_decodes)) as client:
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda _: client.post("/v1/predict", **_upload(xray_bytes)), range(8)))
+            answers = list(
+                pool.map(lambda _: client.post("/v1/predict", **_upload(xray_bytes)), range(8))
+            )
         assert client.get("/v1/model").json()["serving"]["max_decodes"] == max_decodes
     assert [a.status_code for a in answers] == [200] * 8
     assert state["most"] == max_decodes

@@ -53,3 +53,18 @@ def test_uvicorn_configuration_applies_the_filter(monkeypatch: pytest.MonkeyPatc
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
     written = stream.getvalue()
     assert '"GET / HTTP/1.1" 404' in written and "k3y" not in written
+
+
+def test_the_servers_own_request_line_escapes_the_decoded_path(
+    xray_bundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its line goes through whatever handler the application has, not uvicorn's filtered ones."""
+    from fastapi.testclient import TestClient
+
+    from medsight.serving.app import create_app
+
+    with TestClient(create_app(xray_bundle)) as client, caplog.at_level("INFO", "medsight.serving"):
+        assert client.get("/v1/%1b%5b31mred%1b%5b0m%00").status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "medsight.serving"]
+    assert any("/v1/\\x1b[31mred\\x1b[0m\\x00 404" in line for line in lines), lines
+    assert not any("\x1b" in line or "\x00" in line for line in lines)

@@ -79,12 +79,13 @@ class ImageFeatures(nn.Module):
 
     @torch.inference_mode()
     def of(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Features of a stack of images, in batches (for fitting the guard)."""
-        out = [
-            self(torch.from_numpy(np.ascontiguousarray(pixels[i : i + batch_size]))).numpy()
-            for i in range(0, len(pixels), batch_size)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
+        """Features of a stack of images, in batches (for fitting the guard), written into one
+        array (a list of batches and its concatenation would hold them twice)."""
+        out = np.zeros((len(pixels), 1280), np.float32)
+        for i in range(0, len(pixels), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(pixels[i : i + batch_size]))
+            out[i : i + len(batch)] = self(batch).numpy()
+        return out
 
 
 class MahalanobisDistance(nn.Module):
@@ -107,8 +108,6 @@ class MahalanobisDistance(nn.Module):
         Features are standardised first so that shrinkage pulls towards equal variances; a
         feature that never varies in training gets a small floor, so an image that moves it is
         far away (as it should be) rather than infinitely so."""
-        from sklearn.covariance import LedoitWolf
-
         # one (N, D) float64 array, scaled and centred in place: copies of it (10,000 images:
         # 100 MB each) were most of a training's peak memory
         z = np.array(features, dtype=np.float64)
@@ -122,11 +121,34 @@ class MahalanobisDistance(nn.Module):
         means = np.stack([z[labels == c].mean(axis=0) for c in classes])
         for i, c in enumerate(classes):
             z[labels == c] -= means[i]
-        precision = LedoitWolf(assume_centered=True).fit(z).precision_
+        precision = ledoit_wolf_precision(z)
         # back to the raw feature scale: (x/s - m) P (x/s - m) = (x - ms) (P / s s^T) (x - ms)
         raw_means = means * spread
         raw_precision = precision / np.outer(spread, spread)
         return cls(torch.from_numpy(raw_means), torch.from_numpy(raw_precision))
+
+
+def ledoit_wolf_precision(z: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """The precision matrix of scikit-learn's ``LedoitWolf(assume_centered=True).fit(z)``, with
+    no copy of ``z``: scikit-learn's makes two more (N, D) arrays (``z - 0`` and ``z ** 2``), and
+    at 10,000 images those were a training's peak memory. A test pins it to scikit-learn's."""
+    from scipy import linalg
+
+    n, p = z.shape
+    gram = z.T @ z  # (D, D): n x the empirical covariance of centred data
+    emp_cov = gram / n
+    emp_cov_trace = np.diag(gram) / n
+    mu = emp_cov_trace.sum() / p
+    # sum of the entries of (z**2).T @ (z**2): per image, its squared sum of squares
+    beta_ = sum(float(np.sum(np.sum(z[i : i + rows] ** 2, axis=1) ** 2)) for i in range(0, n, rows))
+    delta_ = float(np.sum(gram**2)) / n**2
+    beta = 1.0 / (p * n) * (beta_ / n - delta_)
+    delta = (delta_ - 2.0 * mu * emp_cov_trace.sum() + p * mu**2) / p
+    beta = min(beta, delta)
+    shrinkage = 0.0 if beta == 0 else beta / delta
+    shrunk = (1.0 - shrinkage) * emp_cov
+    shrunk.flat[:: p + 1] += shrinkage * mu
+    return linalg.pinvh(shrunk, check_finite=False)
 
 
 class DomainGuard(nn.Module):

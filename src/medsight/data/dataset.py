@@ -13,7 +13,6 @@ shuffles and augmentations as one uninterrupted run.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from medsight.data.cache import cache_root, cached, store
 from medsight.data.io import load_image
 from medsight.errors import UnreadableImageError
 from medsight.progress import Progress
+from medsight.threads import each_in_threads
 
 EPOCH_STRIDE = 1_000_003  # a prime: (seed, epoch, index) -> distinct RNG seeds
 
@@ -60,8 +60,8 @@ def decode_rows(
         if root is not None:
             store(root, hashes[i], pixels)
 
-    with ThreadPoolExecutor(max(1, threads)) as pool, Progress(len(paths), desc, "img") as bar:
-        for _ in pool.map(one, range(len(paths))):
+    with Progress(len(paths), desc, "img") as bar:
+        for _ in each_in_threads(one, len(paths), threads):
             bar.update()
     return failures
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from medsight.data.splits import find_leakage
 from medsight.data.summary import data_summary
 from medsight.errors import UnreadableImageError
 from medsight.progress import Progress
+from medsight.threads import each_in_threads
 
 
 @dataclass
@@ -105,8 +105,8 @@ def inspect_data(
         except (UnreadableImageError, OSError) as exc:
             result.unreadable.append((file, getattr(exc, "reason", str(exc))))
 
-    with ThreadPoolExecutor(threads) as pool, Progress(len(frame), "inspect", "img") as bar:
-        for _ in pool.map(one, range(len(frame))):
+    with Progress(len(frame), "inspect", "img") as bar:
+        for _ in each_in_threads(one, len(frame), threads):
             bar.update()
     result.sizes.update(size for size, _ in filter(None, shapes))
     result.modes.update(mode for _, mode in filter(None, shapes))

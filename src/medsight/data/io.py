@@ -130,7 +130,7 @@ def read_image_bytes(
         return _read_dicom(name, limits, BytesIO(data))
     if (fmt := _pillow_format(data)) is not None:
         return _read_pillow(name, limits, draft_size, BytesIO(data), (fmt,))
-    if _is_raw_dicom(data):
+    if _is_raw_dicom(data, name, max_bytes):
         return _read_dicom(name, limits, BytesIO(data))
     raise UnreadableImageError(name, UNRECOGNISED)
 
@@ -240,11 +240,13 @@ def _read_pillow(
         raise UnreadableImageError(path, f"truncated or corrupt image data: {exc}") from exc
 
 
-def _is_raw_dicom(data: bytes) -> bool:
+def _is_raw_dicom(data: bytes, name: str, max_bytes: int) -> bool:
     """Whether pydicom reads ``data`` (forced) as a dataset with an image size: a DICOM file
-    that lacks the 128-byte preamble and the "DICM" magic."""
+    that lacks the 128-byte preamble and the "DICM" magic. A deflated one is refused first if it
+    inflates too far: pydicom inflates the whole dataset even to read its header."""
     import pydicom
 
+    check_deflated_dicom(name, BytesIO(data), max_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # garbage read as DICOM warns about every element

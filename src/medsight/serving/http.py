@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException
 
+from medsight.serving.logs import printable
+
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'"
@@ -84,7 +86,7 @@ async def headers_and_log(
     try:
         response = await call_next(request)
     except Exception:  # a crash still gets the error shape, the headers and its log line
-        log.exception("%s %s failed", request.method, request.url.path)
+        log.exception("%s %s failed", request.method, printable(request.url.path))
         response = error_response(*INTERNAL_ERROR)
     path = request.url.path
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -93,5 +95,6 @@ async def headers_and_log(
     if path == "/" or path.startswith("/static/"):
         response.headers["Content-Security-Policy"] = PAGE_CSP  # nothing loads from elsewhere
     elapsed = (time.perf_counter() - start) * 1000
-    log.info("%s %s %d %.1f ms", request.method, path, response.status_code, elapsed)
+    # the decoded path: escape bytes and NUL from the URL are escaped, whichever handler writes
+    log.info("%s %s %d %.1f ms", request.method, printable(path), response.status_code, elapsed)
     return response

@@ -160,7 +160,6 @@ class Classifier(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-
     def _steps_per_epoch(self) -> int:
         """Optimiser steps per epoch, from the number of training images when known: Lightning's
         ``estimated_stepping_batches`` makes the training data's first iterator to count them,
