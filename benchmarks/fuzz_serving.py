@@ -49,7 +49,7 @@ from typing import Any
 
 from benchmarks.common import PeakMemory, write_json
 from benchmarks.hostile import CATEGORIES, Case, hostile_cases, sample, valid_images
-from benchmarks.serving import free_port, load, wait_healthy
+from benchmarks.serving import free_port, load, running
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = Path(
@@ -283,18 +283,8 @@ def server(
     medsight = Path(sys.executable).with_name("medsight")
     command = [str(medsight), "serve", str(bundle), "--port", str(port)]
     command += ["--request-timeout", str(request_timeout)]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}/healthz", process, timeout=300)
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running(command, f"http://127.0.0.1:{port}/healthz", log, env) as process:
+        yield process
 
 
 def tree_pss_mb(pid: int) -> float:

@@ -44,13 +44,15 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
 
 
 @contextmanager
-def running(command: list[str], health_url: str, log: Path, env: dict[str, str]) -> Iterator[None]:
+def running(
+    command: list[str], health_url: str, log: Path, env: dict[str, str]
+) -> Iterator[subprocess.Popen]:
     """A server process, healthy inside the block, stopped (SIGTERM, then SIGKILL) after it."""
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         try:
             wait_healthy(health_url, process, timeout=300)
-            yield
+            yield process
         finally:
             process.terminate()
             try:
