@@ -16,6 +16,7 @@ __all__ = [
     "export",
     "inspect",
     "list_recipes",
+    "load",
     "predict",
     "resume",
     "serve",

@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from medsight.evaluation.labelled import LabelledData
+    from medsight.evaluation.results import Evaluation
     from medsight.serving.batch import BatchResult
+    from medsight.serving.classifier import ImageClassifier
+    from medsight.training.result import TrainedRun
 
 
 def list_recipes() -> dict[str, str]:
@@ -58,11 +61,14 @@ def train(
     devices: int = 1,
     folds: int | None = None,
     accelerator: str | None = None,
-) -> Path:
-    """Train a recipe (built-in name or YAML path) on ``data``; returns the run directory.
+    tracking: str | None = None,
+) -> TrainedRun:
+    """Train a recipe (built-in name or YAML path) on ``data``; returns the run (path-like: its
+    folder; ``.bundle``, ``.metrics`` for the held-out figures, ``.folds``).
 
     ``accelerator`` (``auto``, ``cpu``, ``gpu``) sets ``train.accelerator``: ``auto`` trains
-    on a CUDA GPU when there is one.
+    on a CUDA GPU when there is one. ``tracking`` (``csv``, ``tensorboard``, ``mlflow``) sets
+    ``train.tracking`` (docs/commands.md, Tracking).
 
     ``devices`` > 1 trains with DDP across that many processes on this machine (or per node,
     under torchrun / SLURM). ``folds`` = K trains K models by patient-grouped k-fold
@@ -78,18 +84,36 @@ def train(
         extra.append(f"train.seed={seed}")
     if accelerator is not None:
         extra.append(f"train.accelerator={accelerator}")
+    if tracking is not None:
+        extra.append(f"train.tracking={tracking}")
+    from medsight.training.result import TrainedRun
+
     config = load_recipe(recipe, extra)
     if folds is not None:
-        return cross_validate(config, data, out, folds, overwrite=overwrite, devices=devices)
-    return fit(config, data, out, overwrite=overwrite, devices=devices)
+        folder = cross_validate(config, data, out, folds, overwrite=overwrite, devices=devices)
+    else:
+        folder = fit(config, data, out, overwrite=overwrite, devices=devices)
+    return TrainedRun(folder)
 
 
-def resume(run: str | Path, devices: int = 1, accelerator: str | None = None) -> Path:
+def resume(run: str | Path, devices: int = 1, accelerator: str | None = None) -> TrainedRun:
     """Continue an interrupted run from its last checkpoint, with its own config and splits
     (on another ``accelerator`` when given)."""
+    from medsight.training.result import TrainedRun
     from medsight.training.run import resume as resume_run
 
-    return resume_run(run, devices=devices, accelerator=accelerator)
+    return TrainedRun(resume_run(run, devices=devices, accelerator=accelerator))
+
+
+def load(bundle: str | Path, prefer_onnx: bool = True) -> ImageClassifier:
+    """A bundle ready to answer images from Python: ``.predict(x)`` (a path, bytes, a PIL image
+    or an array) returns a :class:`~medsight.serving.classifier.Prediction`, ``.explain(x)``
+    the heat-map. ``bundle`` is a folder, a run directory, or ``hf://ORG/NAME[@REVISION]`` on
+    the Hugging Face Hub."""
+    from medsight.bundle.hub import fetch_hub_bundle, is_hub_uri
+    from medsight.serving.classifier import ImageClassifier
+
+    return ImageClassifier(fetch_hub_bundle(bundle) if is_hub_uri(bundle) else bundle, prefer_onnx)
 
 
 def predict(
@@ -133,10 +157,28 @@ def export(
     out: str | Path | None = None,
     quantize: bool = False,
     check: list[str | Path] | None = None,
+    format: str = "onnx",
+    name: str | None = None,
 ) -> Path:
     """Export a bundle to ONNX (default ``BUNDLE/model.onnx`` + ``model.onnx.json``), kept only
     if it matches PyTorch on the ``check`` images (files or folders; synthetic ones without);
-    ``quantize`` adds ``model.int8.onnx`` and reports how its decisions agree with fp32."""
+    ``quantize`` adds ``model.int8.onnx`` and reports how its decisions agree with fp32.
+
+    ``format="triton"``: the same checked graph as the Triton model folder ``out/<name>``
+    (``config.pbtxt``, ``1/model.onnx``, ``labels.txt``; ``name`` defaults to the bundle's);
+    returns that folder."""
+    if format == "triton":
+        from medsight.serving.triton import export_triton
+
+        if out is None:
+            raise ConfigError("a Triton export needs out: the model repository folder")
+        if quantize:
+            raise ConfigError("a Triton export is the fp32 graph; int8 is for format='onnx'")
+        return export_triton(bundle, out, name, check)
+    if format != "onnx":
+        raise ConfigError(f"export format is 'onnx' or 'triton', not {format!r}")
+    if name is not None:
+        raise ConfigError("name is the Triton model's name: give it with format='triton'")
     from medsight.serving.export import export_onnx
 
     return export_onnx(bundle, out, quantize, check)
@@ -158,9 +200,11 @@ def evaluate(
     resamples: int | None = None,
     seed: int = 0,
     exclude_seen: bool = False,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score a bundle on labelled data: ``metrics.json`` (each figure with a 95 % CI, patients
-    resampled), ``predictions.csv``, plots, ``model_card.md`` and ``report.html`` in ``out``.
+    resampled), ``predictions.csv``, plots, ``model_card.md`` and ``report.html`` in ``out``;
+    returns them as an :class:`~medsight.evaluation.results.Evaluation` (``.figures``,
+    ``.to_dict()``, and a read-only mapping of ``metrics.json``).
 
     ``split`` restricts a source that has splits (e.g. ``RUN/splits.csv`` with
     ``split="test"``: the patients the model never saw). For external validation, ``class_map``
@@ -172,10 +216,11 @@ def evaluate(
     ``seen_in_training`` (None when the bundle records nothing) with a warning;
     ``exclude_seen`` leaves them out before scoring.
     """
+    from medsight.evaluation.results import Evaluation
     from medsight.evaluation.scoring import evaluate_bundle
 
     labelled = _labelled(data, split, class_map, drop_unknown, exclude_seen)
-    return evaluate_bundle(bundle, labelled, out, resamples, seed)
+    return Evaluation(evaluate_bundle(bundle, labelled, out, resamples, seed), out)
 
 
 def serve(

@@ -69,8 +69,12 @@ class DataConfig(Strict):
     patient_pattern: str | None = None  # regex on the file path: group `patient`, else the first
     patient_from: Literal["parent"] | None = None  # the image's parent folder is its patient
     require_patients: bool = False  # refuse images without a patient id instead of splitting them
+    # labels from the file path (medsight.data.labels): a regex whose group `label` (else the
+    # first group) is the label, renamed by label_names; unmatched images keep their own label
+    label_pattern: str | None = None
+    label_names: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("patient_pattern")
+    @field_validator("patient_pattern", "label_pattern")
     @classmethod
     def _pattern(cls, value: str | None) -> str | None:
         if value is not None:
@@ -159,6 +163,9 @@ class TrainConfig(Strict):
     freeze_epochs: int = Field(0, ge=0)
     unfreeze: Literal["all"] | int = "all"
     unfreeze_lr_factor: float = Field(0.1, gt=0)
+    # experiment tracking through Lightning's loggers (medsight.training.tracking): per-epoch
+    # metrics, the recipe and the final figures; tensorboard and mlflow are optional extras
+    tracking: Literal["none", "csv", "tensorboard", "mlflow"] = "none"
 
 
 class EvaluateConfig(Strict):

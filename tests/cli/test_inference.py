@@ -151,13 +151,11 @@ def test_export_to_another_file_with_int8(
     assert not (bundle / "model.onnx").exists()  # --out: the bundle itself is left alone
 
 
-def test_export_format_is_no_longer_an_option(
-    bundle: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_export_format_is_onnx_or_triton(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        main(["export", str(bundle), "--format", "onnx"])
+        main(["export", str(bundle), "--format", "tflite"])
     assert exited.value.code == 2
-    assert "unrecognized arguments: --format" in capsys.readouterr().err
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
     assert not (bundle / "model.onnx").exists()
 
 

@@ -1,4 +1,5 @@
-"""Download tests against a local HTTP server (no internet), using real malaria PNGs."""
+"""Download tests against a local HTTP server (no internet), using real malaria PNGs, Kermany
+JPEGs and ieee8023 images with their metadata.csv rows."""
 
 from __future__ import annotations
 
@@ -14,11 +15,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import platformdirs
 import pytest
 
 from medsight.data import download
-from medsight.data.download import cache_dir, download_dataset, download_medmnist, fetch
+from medsight.data.download import (
+    cache_dir,
+    companion,
+    download_dataset,
+    download_medmnist,
+    fetch,
+    resolve_data,
+)
+from medsight.data.sources import load_table
 from medsight.errors import DownloadError
 
 
@@ -48,7 +58,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if getattr(srv, "cut_once", False):  # promise the whole body, send half, hang up
+        cut = getattr(srv, "cut_once", False)  # True, or the one path to cut
+        if cut is True or cut == self.path:  # promise the whole body, send half, hang up
             srv.cut_once = False  # type: ignore[attr-defined]
             self.wfile.write(body[: len(body) // 2])
             self.close_connection = True
@@ -338,3 +349,227 @@ def test_download_medmnist_without_package(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "medmnist", None)  # makes `import medmnist` fail
     with pytest.raises(DownloadError, match=r"medsight\[medmnist\]"):
         download_medmnist("pneumoniamnist", root=tmp_path)
+
+
+# --- kermany: ChestXRay2017.zip (no published checksum: CRCs and folders are checked) ---
+
+
+@pytest.fixture(scope="module")
+def xrays(chest_xray_dir: Path) -> dict[str, bytes]:
+    """Two real JPEGs per split and class, keyed by their path inside ChestXRay2017.zip."""
+    out = {}
+    for split in ("train", "test"):
+        for cls in ("NORMAL", "PNEUMONIA"):
+            for p in sorted((chest_xray_dir / split / cls).glob("*.jpeg"))[:2]:
+                out[f"chest_xray/{split}/{cls}/{p.name}"] = p.read_bytes()
+    return out
+
+
+def _kermany_zip(xrays: dict[str, bytes]) -> bytes:
+    # as Mendeley's archive: macOS junk beside the data, a .DS_Store inside it
+    junk = {"__MACOSX/chest_xray/._train": b"\x00\x05", "chest_xray/.DS_Store": b"\x00"}
+    return _zip({**xrays, **junk})
+
+
+def test_kermany_unpacks_splits_and_loads(serve, xrays, tmp_path):
+    url, _ = serve({"/ChestXRay2017.zip": _kermany_zip(xrays)})
+    out = download_dataset("kermany", root=tmp_path, url=url + "/ChestXRay2017.zip")
+    assert out == tmp_path / "kermany" / "chest_xray"
+    for name, data in xrays.items():
+        assert (out.parent / name).read_bytes() == data
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ChestXRay2017.zip", "chest_xray"]
+    table = load_table(out)
+    assert table.class_names == ["NORMAL", "PNEUMONIA"]
+    assert table.frame.groupby(["split", "label"]).size().to_dict() == {
+        (s, c): 2 for s in ("test", "train") for c in ("NORMAL", "PNEUMONIA")
+    }
+
+
+def test_kermany_without_its_test_split_is_rejected(serve, xrays, tmp_path):
+    data = _zip({k: v for k, v in xrays.items() if "/test/" not in k})
+    url, _ = serve({"/k.zip": data})
+    with pytest.raises(DownloadError, match=r"ChestXRay2017\.zip.*under each of"):
+        download_dataset("kermany", root=tmp_path, url=url + "/k.zip")
+    assert not (tmp_path / "kermany" / "chest_xray").exists()
+
+
+def test_kermany_corrupt_member_names_the_archive(serve, xrays, tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in xrays.items():
+            zf.writestr(name, data)
+    data = bytearray(buf.getvalue())
+    first = next(iter(xrays.values()))
+    at = bytes(data).index(first[100:140]) + 10  # inside the first JPEG's stored bytes
+    data[at] ^= 0xFF
+    url, _ = serve({"/k.zip": bytes(data)})
+    with pytest.raises(DownloadError, match=r"ChestXRay2017\.zip is not a valid zip.*CRC"):
+        download_dataset("kermany", root=tmp_path, url=url + "/k.zip")
+    assert not (tmp_path / "kermany" / "chest_xray").exists()
+
+
+def test_kermany_registry_entry():
+    ds = download.DATASETS["kermany"]
+    assert ds.url.startswith("https://data.mendeley.com/public-files/datasets/rscbjbr9sj/")
+    assert ds.filename == "ChestXRay2017.zip" and ds.folder == "chest_xray"
+    assert ds.splits == ("train", "test") and ds.classes == ("NORMAL", "PNEUMONIA")
+    assert ds.sha256 is None and ds.md5 is None  # none is published; see the registry comment
+    assert "10.17632/rscbjbr9sj" in ds.citation and "CC BY 4.0" in ds.licence
+
+
+# --- covid: the ieee8023 collection, metadata.csv + the images it lists, at a pinned commit ---
+
+
+@pytest.fixture(scope="module")
+def covid_files(datasets_dir: Path) -> tuple[bytes, dict[str, bytes]]:
+    """A small metadata.csv (4 image rows, one row repeated, one CT volume row) and its images."""
+    root = datasets_dir / "covid"
+    if not (root / "metadata.csv").is_file():
+        pytest.skip(f"covid dataset not found at {root}")
+    sheet = pd.read_csv(root / "metadata.csv", dtype=str, keep_default_na=False)
+    present = sheet["filename"].map(lambda f: (root / "images" / f).is_file())
+    rows = sheet[(sheet["folder"] == "images") & present].head(4)
+    volume = sheet[sheet["folder"] == "volumes"].head(1)
+    small = pd.concat([rows, rows.head(1), volume])
+    images = {f: (root / "images" / f).read_bytes() for f in rows["filename"]}
+    return small.to_csv(index=False).encode(), images
+
+
+@pytest.fixture
+def covid_server(serve, covid_files, monkeypatch):
+    """Serves the collection under /c/; the registry's metadata.csv checksum matches it."""
+    sheet, images = covid_files
+    entry = dataclasses.replace(download.DATASETS["covid"], sheet_sha256=_sha(sheet))
+    monkeypatch.setitem(download.DATASETS, "covid", entry)
+    files = {"/c/metadata.csv": sheet} | {f"/c/images/{n}": b for n, b in images.items()}
+    url, srv = serve(files)
+    return url + "/c/", srv
+
+
+def test_covid_fetches_the_sheet_and_every_listed_image(covid_server, covid_files, tmp_path):
+    url, srv = covid_server
+    sheet, images = covid_files
+    out = download_dataset("covid", root=tmp_path, url=url)
+    assert out == tmp_path / "covid" / "covid-chestxray-dataset"
+    assert (out / "metadata.csv").read_bytes() == sheet
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == images
+    paths = [path for path, _ in srv.requests]
+    assert len(paths) == 1 + len(images)  # the repeated row once; the CT volume not at all
+    assert not any("volumes" in p for p in paths)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["covid-chestxray-dataset"]
+    assert download_dataset("covid", root=tmp_path, url=url) == out
+    assert len(srv.requests) == len(paths)  # the second call asks for nothing
+
+
+def test_covid_interrupted_resumes_where_it_stopped(
+    covid_server, covid_files, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(download, "CHUNK", 1024)
+    url, srv = covid_server
+    _, images = covid_files
+    third = list(images)[2]
+    srv.cut_once = f"/c/images/{third}"
+    with pytest.raises(DownloadError, match=third):
+        download_dataset("covid", root=tmp_path, url=url)
+    staging = tmp_path / "covid" / ".covid-chestxray-dataset.part"
+    assert not (tmp_path / "covid" / "covid-chestxray-dataset").exists()
+    part = staging / "images" / f"{third}.part"
+    kept = part.stat().st_size
+    assert 0 < kept < len(images[third])
+    before = len(srv.requests)
+    out = download_dataset("covid", root=tmp_path, url=url)
+    again = srv.requests[before:]
+    assert again[0] == (f"/c/images/{third}", f"bytes={kept}-")  # nothing fetched twice
+    assert len(again) == len(images) - 2
+    assert (out / "images" / third).read_bytes() == images[third] and not staging.exists()
+
+
+@pytest.mark.parametrize("damage", ["not an image", "truncated"])
+def test_covid_undecodable_image_is_deleted_and_named(covid_server, covid_files, tmp_path, damage):
+    url, srv = covid_server
+    name, data = next(iter(covid_files[1].items()))
+    bad = b"<html>rate limited</html>" if damage == "not an image" else data[: len(data) // 2]
+    srv.files[f"/c/images/{name}"] = bad
+    with pytest.raises(DownloadError, match=rf"corrupt {name}.*deleted"):
+        download_dataset("covid", root=tmp_path, url=url)
+    staging = tmp_path / "covid" / ".covid-chestxray-dataset.part" / "images"
+    assert not any(p.name.startswith(name) for p in staging.iterdir())
+    assert not (tmp_path / "covid" / "covid-chestxray-dataset").exists()
+
+
+def test_covid_missing_image_is_an_error(covid_server, covid_files, tmp_path):
+    url, srv = covid_server
+    name = next(iter(covid_files[1]))
+    del srv.files[f"/c/images/{name}"]
+    with pytest.raises(DownloadError, match=r"404.*" + name.replace(".", r"\.")):
+        download_dataset("covid", root=tmp_path, url=url)
+
+
+def test_covid_sheet_with_wrong_checksum_is_refused(covid_server, tmp_path):
+    url, srv = covid_server
+    srv.files["/c/metadata.csv"] += b"\n"
+    with pytest.raises(DownloadError, match="Checksum mismatch.*metadata.csv"):
+        download_dataset("covid", root=tmp_path, url=url)
+    assert len(srv.requests) == 1  # no image fetched against an unverified sheet
+
+
+@pytest.mark.parametrize(
+    ("sheet", "problem"),
+    [
+        (b"patientid,finding\n1,COVID-19\n", "missing column"),
+        (b"patientid,finding,view,modality,date,folder,filename\n1,x,PA,X-ray,,images,../a.png\n",
+         "unsafe image file name"),
+        (b"patientid,finding,view,modality,date,folder,filename\n1,x,PA,X-ray,,volumes,a.nii\n",
+         "lists no images"),
+    ],
+)  # fmt: skip
+def test_covid_bad_sheet_is_named(serve, tmp_path, monkeypatch, sheet, problem):
+    entry = dataclasses.replace(download.DATASETS["covid"], sheet_sha256=None)
+    monkeypatch.setitem(download.DATASETS, "covid", entry)
+    url, _ = serve({"/c/metadata.csv": sheet})
+    with pytest.raises(DownloadError, match=rf"metadata\.csv.*{problem}"):
+        download_dataset("covid", root=tmp_path, url=url + "/c")
+    staging = tmp_path / "covid" / ".covid-chestxray-dataset.part"
+    assert not (staging / "metadata.csv").exists()  # deleted: a second run fetches it again
+    assert not (tmp_path / "covid" / "covid-chestxray-dataset").exists()
+
+
+def test_covid_registry_entry_is_pinned():
+    ds = download.DATASETS["covid"]
+    commit = download.IEEE8023_COMMIT
+    assert len(commit) == 40 and ds.url.endswith(f"/ieee8023/covid-chestxray-dataset/{commit}/")
+    assert ds.sheet == "metadata.csv" and ds.images == "images"
+    assert ds.sheet_sha256 is not None and len(ds.sheet_sha256) == 64
+
+
+# --- names for --data, and the second dataset a recipe needs ---
+
+
+def test_a_name_downloads_only_when_no_such_path(serve, xrays, tmp_path, monkeypatch):
+    url, srv = serve({"/k.zip": _kermany_zip(xrays)})
+    entry = dataclasses.replace(download.DATASETS["kermany"], url=url + "/k.zip")
+    monkeypatch.setitem(download.DATASETS, "kermany", entry)
+    monkeypatch.setenv("MEDSIGHT_DATA", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    table = load_table("kermany")  # --data kermany
+    assert set(table.frame["split"]) == {"train", "test"} and len(table) == len(xrays)
+    assert Path(table.frame["path"][0]).is_relative_to(tmp_path / "cache" / "kermany")
+    (tmp_path / "kermany").mkdir()  # a folder of the user's, of that name, wins
+    assert resolve_data("kermany") == tmp_path / "kermany"
+    assert len(srv.requests) == 1
+
+
+def test_companion_beside_the_data_else_the_download(serve, xrays, tmp_path, monkeypatch):
+    url, srv = serve({"/k.zip": _kermany_zip(xrays)})
+    entry = dataclasses.replace(download.DATASETS["kermany"], url=url + "/k.zip")
+    monkeypatch.setitem(download.DATASETS, "kermany", entry)
+    monkeypatch.setenv("MEDSIGHT_DATA", str(tmp_path / "cache"))
+    (tmp_path / "mine" / "covid").mkdir(parents=True)
+    (tmp_path / "mine" / "chest_xray").mkdir()
+    assert companion(tmp_path / "mine" / "covid", "chest_xray", "kermany") == (
+        tmp_path / "mine" / "chest_xray"
+    )
+    assert srv.requests == []
+    (tmp_path / "mine" / "chest_xray").rmdir()
+    got = companion(tmp_path / "mine" / "covid", "chest_xray", "kermany")
+    assert got == tmp_path / "cache" / "kermany" / "chest_xray" and len(srv.requests) == 1

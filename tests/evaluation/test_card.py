@@ -8,6 +8,7 @@ import pytest
 from medsight.bundle import BundleSpec
 from medsight.config import load_recipe
 from medsight.evaluation.card import DATA_LICENCES, model_card
+from medsight.evaluation.metrics import class_rows
 from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS
 from medsight.evaluation.summary import evaluate_predictions
 from medsight.models.lungs import LungSpec
@@ -33,7 +34,8 @@ MULTI = {"class_names": ["COVID", "normal", "pneumonia"], "positive_class": None
 
 
 def _lines(card: str) -> list[str]:
-    return card.splitlines()
+    """The card's Markdown lines after the Hub's metadata block."""
+    return card.split("\n---\n", 1)[1].splitlines()
 
 
 def test_not_for_clinical_use_comes_first() -> None:
@@ -46,7 +48,7 @@ def test_not_for_clinical_use_comes_first() -> None:
 
 
 def test_the_title_is_the_recipe_when_the_bundle_has_one() -> None:
-    assert model_card(_spec(recipe="pneumonia"), {}).startswith("# Model card: pneumonia\n")
+    assert _lines(model_card(_spec(recipe="pneumonia"), {}))[0] == "# Model card: pneumonia"
 
 
 def test_binary_card_names_the_disease_class_and_the_threshold() -> None:
@@ -69,7 +71,8 @@ def test_multiclass_card_has_no_threshold_and_its_own_rows() -> None:
     assert not any(line.startswith("- Threshold") for line in lines)
     assert "disease class" not in card
     table = [line for line in lines if line.startswith("| ") and "Figure" not in line]
-    assert [line.split(" | ")[0][2:] for line in table] == [label for _, label in MULTICLASS_ROWS]
+    rows = MULTICLASS_ROWS + class_rows(MULTI["class_names"])
+    assert [line.split(" | ")[0][2:] for line in table] == [label for _, label in rows]
     assert "| F1 (macro) | n/a |" in lines
 
 
@@ -318,3 +321,42 @@ def test_images_the_model_had_seen_are_a_known_limitation(metrics: dict, line: s
     limitations = model_card(_spec(), metrics).split("## Known limitations")[1].splitlines()
     mentions = [text for text in limitations if "training or validation" in text or "tuned" in text]
     assert mentions == ([line] if line else [])
+
+
+def _evaluated(source: str) -> dict:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 80)
+    logits = np.column_stack([-labels * 2.0, labels * 2.0]) + rng.normal(0, 1.5, (80, 2))
+    metrics = evaluate_predictions(labels, logits, _spec(), list(range(80)), resamples=50)
+    return {**metrics, "split": "test", "data": {"source": source}}
+
+
+def test_the_card_opens_with_hub_metadata_the_hub_library_reads_back() -> None:
+    from huggingface_hub import ModelCard
+
+    metrics = _evaluated("/data/chest_xray")
+    card = ModelCard(model_card(_spec(recipe="pneumonia"), metrics))
+    data = card.data
+    assert data.library_name == "medsight" and data.pipeline_tag == "image-classification"
+    assert data.license == "cc-by-4.0"  # Kermany et al.'s CC BY 4.0 data
+    assert data.datasets == ["kermany-pediatric-chest-xray-2018"]
+    assert {"medsight", "medical-imaging", "binary", "malaria_lenet"} <= set(data.tags)
+    results = {r.metric_type: r for r in data.eval_results}
+    assert {"accuracy", "sensitivity", "specificity", "roc_auc"} <= set(results)
+    auc = results["roc_auc"]
+    figure = metrics["figures"]["roc_auc"]
+    assert auc.metric_value == pytest.approx(figure["value"], abs=1e-4)
+    assert auc.metric_args["ci_low"] == pytest.approx(figure["ci_low"], abs=1e-4)
+    assert auc.metric_args["ci_high"] == pytest.approx(figure["ci_high"], abs=1e-4)
+    assert auc.metric_args["ci_level"] == 0.95 and auc.dataset_split == "test"
+    assert card.text.lstrip().startswith("# Model card: pneumonia")
+
+
+def test_unknown_data_claims_no_licence_or_dataset() -> None:
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(model_card(_spec(), _evaluated("/home/me/my_xrays"))).data
+    assert data.license == "unknown" and data.datasets is None
+    assert data.eval_results[0].dataset_type == "custom"
+    no_figures = ModelCard(model_card(_spec(), {})).data
+    assert no_figures.eval_results is None and no_figures.license == "unknown"

@@ -134,3 +134,34 @@ def test_one_class_only_leaves_ranking_figures_undefined_with_a_reason() -> None
     assert m["pr_auc"] is None and m["roc_auc"] is None and m["sensitivity"] is None
     assert m["mcc"] == 0.0 and np.isfinite(m["brier"])
     assert any("only one class" in n for n in m["notes"])
+
+
+def test_three_classes_get_per_class_and_pairwise_figures_with_cis() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from medsight.bundle import BundleSpec
+    from medsight.evaluation.metrics import class_figures
+    from medsight.evaluation.summary import evaluate_predictions
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    logits = np.eye(3)[y] * 1.5 + rng.normal(0, 1, (300, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    names = ["NORMAL", "BACTERIAL", "VIRAL"]
+    found = class_figures(y, probs, probs.argmax(axis=1), names)
+    rows = y > 0  # the bacterial-vs-viral question: pneumonia images only, BACTERIAL positive
+    score = probs[rows, 1] / (probs[rows, 1] + probs[rows, 2])
+    assert found["BACTERIAL_vs_VIRAL_roc_auc"] == pytest.approx(roc_auc_score(y[rows] == 1, score))
+    said = score >= 0.5
+    assert found["BACTERIAL_vs_VIRAL_accuracy"] == pytest.approx(np.mean(said == (y[rows] == 1)))
+    assert found["BACTERIAL_vs_VIRAL_sensitivity"] == pytest.approx(said[y[rows] == 1].mean())
+    assert found["VIRAL_roc_auc"] == pytest.approx(roc_auc_score(y == 2, probs[:, 2]))
+    assert found["NORMAL_sensitivity"] == pytest.approx((probs.argmax(axis=1)[y == 0] == 0).mean())
+    spec = BundleSpec(
+        model_name="m", class_names=names, image_size=(8, 8), channels=1, mean=(0,), std=(1,)
+    )
+    metrics = evaluate_predictions(y, logits, spec, list(range(300)), resamples=100)
+    pair = metrics["figures"]["BACTERIAL_vs_VIRAL_roc_auc"]
+    assert pair["ci_low"] < pair["value"] < pair["ci_high"]
+    assert metrics["BACTERIAL_vs_VIRAL_roc_auc"] == pytest.approx(pair["value"])
+    assert "VIRAL_sensitivity" in metrics["figures"] and "NORMAL_vs_VIRAL_roc_auc" in metrics

@@ -13,6 +13,7 @@ import pytest
 
 from medsight.bundle import BundleSpec
 from medsight.config import load_recipe, save_recipe
+from medsight.evaluation.metrics import class_rows
 from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS, recipe_of, write_report
 from medsight.evaluation.summary import evaluate_predictions
 
@@ -107,7 +108,9 @@ def test_figures_are_shown_with_their_intervals(tmp_path: Path) -> None:
 
 def test_multiclass_report_has_its_own_rows_and_no_threshold(tmp_path: Path) -> None:
     html = write_report(_folder(tmp_path, _metrics(MULTI))).read_text()
-    assert _rows(html) == [label for _, label in MULTICLASS_ROWS] + ["Images"]
+    by_class = [label for _, label in class_rows(MULTI["class_names"])]
+    assert _rows(html) == [label for _, label in MULTICLASS_ROWS] + by_class + ["Images"]
+    assert "COVID vs normal: ROC-AUC" in by_class and "pneumonia: sensitivity" in by_class
     assert "Multi-class: the most probable class is predicted." in html
     assert "Decision threshold\n<strong>" not in html
     assert "Class (one-vs-rest)" in html  # the per-class table

@@ -20,6 +20,12 @@ def test_three_folds_hold_out_every_image_once(malaria_subset: Path, tmp_path: P
     )
     pooled = json.loads((run / "metrics.json").read_text())
     assert pooled["split"] == "out-of-fold" and pooled["folds"] == 3
+    assert run.bundle is None and [f.folder.name for f in run.folds] == [
+        "fold-0",
+        "fold-1",
+        "fold-2",
+    ]
+    assert run.metrics["n"] == 240 and run.folds[1].bundle == run / "fold-1" / "bundle"
     assert pooled["n"] == 240 and len(pooled["fold_accuracy"]) == 3
     predictions = pd.read_csv(run / "predictions.csv")
     assert predictions["path"].is_unique and len(predictions) == 240

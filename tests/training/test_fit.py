@@ -117,6 +117,31 @@ def test_val_predictions_are_what_the_threshold_was_chosen_on(run: Path) -> None
     assert threshold == pytest.approx(spec.threshold, abs=1e-6)
 
 
+def test_train_returns_a_typed_run_and_evaluate_a_typed_evaluation(
+    run: Path, tmp_path: Path
+) -> None:
+    import os
+
+    from medsight.evaluation.results import Evaluation
+    from medsight.training.result import TrainedRun
+
+    assert isinstance(run, TrainedRun) and os.fspath(run) == str(run.folder)
+    assert run.bundle == run.folder / "bundle" and run.folds == []
+    held_out = run.metrics
+    written = json.loads((run / "metrics.json").read_text())
+    assert held_out.to_dict() == written and held_out["split"] == "test"
+    auc = held_out.figures["roc_auc"]
+    assert auc.value == written["figures"]["roc_auc"]["value"]
+    assert auc.ci_low <= auc.value <= auc.ci_high and "95 % CI" in str(auc)
+    evaluation = api.evaluate(run.bundle, run / "splits.csv", tmp_path, split="test", resamples=50)
+    assert isinstance(evaluation, Evaluation) and evaluation.folder == tmp_path
+    assert evaluation.to_dict() == json.loads((tmp_path / "metrics.json").read_text())
+    assert evaluation.figures["accuracy"].value == evaluation["accuracy"]
+    copy = evaluation.to_dict()
+    copy["accuracy"] = -1.0  # a copy: the evaluation itself stays as written
+    assert evaluation["accuracy"] != -1.0
+
+
 def test_evaluate_on_unseen_patients(run: Path, tmp_path: Path) -> None:
     metrics = api.evaluate(run / "bundle", run / "splits.csv", tmp_path, split="test")
     written = json.loads((tmp_path / "metrics.json").read_text())

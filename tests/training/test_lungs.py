@@ -157,3 +157,26 @@ def test_dice_counts_overlap_and_empty_agreement() -> None:
     logits[1, :, :2] = 1  # top half against left half: a quarter overlaps
     # image 2: nothing to find, nothing found
     assert dice(logits, target) == pytest.approx((1 + 0.5 + 1) / 3)
+
+
+def test_default_images_beside_the_data_else_from_the_covid_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from medsight.data import download
+    from medsight.training.lungs import default_images
+
+    (tmp_path / "mine" / "chest_xray").mkdir(parents=True)
+    (tmp_path / "mine" / "covid" / "images").mkdir(parents=True)
+    assert default_images(tmp_path / "mine" / "chest_xray") == tmp_path / "mine/covid/images"
+    # not beside the data: the covid download's images, here already in the cache (a closed
+    # URL proves that a complete download is found without the network)
+    cached = tmp_path / "cache" / "covid" / "covid-chestxray-dataset"
+    (cached / "images").mkdir(parents=True)
+    (cached / "metadata.csv").write_text("patientid\n")
+    monkeypatch.setenv("MEDSIGHT_DATA", str(tmp_path / "cache"))
+    entry = dataclasses.replace(download.DATASETS["covid"], url="http://127.0.0.1:9/")
+    monkeypatch.setitem(download.DATASETS, "covid", entry)
+    (tmp_path / "other" / "chest_xray").mkdir(parents=True)
+    assert default_images(tmp_path / "other" / "chest_xray") == cached / "images"

@@ -48,6 +48,11 @@ CASES = [
         ["data.limit=200", "data.image_size=[96, 96]", "preprocess.lung_crop.epochs=1"],
     ),
     ("covid", "covid", ["data.limit=120", "data.image_size=[96, 96]"]),
+    (
+        "pneumonia-type",
+        "chest_xray",
+        ["data.limit=300", "data.image_size=[96, 96]", "preprocess.lung_crop.epochs=1"],
+    ),
 ]
 
 

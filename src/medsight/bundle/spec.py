@@ -58,6 +58,10 @@ class BundleSpec(BaseModel):
     exposure: str = "none"  # "equalize": histogram-equalise each image before normalising
     # crop each image to its lung field first (the lung U-Net's weights: lungs.safetensors)
     lung_crop: LungSpec | None = None
+    # labels from the file path (data.label_pattern / label_names of its recipe), so evaluating
+    # it on the same kind of folder labels the images as training did
+    label_pattern: str | None = None
+    label_names: dict[str, str] = {}
     # is an image like the training images? (domain.safetensors; None: bundles made before it)
     domain: DomainSpec | None = None
     recipe: str | None = None

@@ -12,6 +12,7 @@ SHORTCUTS = {
     "train.epochs": "--epochs",
     "train.seed": "--seed",
     "train.accelerator": "--accelerator",
+    "train.tracking": "--tracking",
 }  # options that set a field
 
 
@@ -30,7 +31,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--patient-from", choices=["parent"], help="try a recipe's data.patient_from"
     )
     download = data_cmds.add_parser("download", help="fetch a public dataset into the cache")
-    download.add_argument("name", help="dataset name (malaria)")
+    download.add_argument("name", help="dataset name: malaria, kermany or covid")
     download.add_argument(
         "--root", help="folder to download into (default: $MEDSIGHT_DATA or the user cache folder)"
     )
@@ -62,6 +63,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         choices=["auto", "cpu", "gpu"],
         help="where to train: auto (default: a CUDA GPU when there is one), cpu, or gpu "
         "(an error without one); also with --resume",
+    )
+    train.add_argument(
+        "--tracking",
+        choices=["csv", "tensorboard", "mlflow"],
+        help="log the run to CSV, TensorBoard or MLflow (train.tracking; see docs/commands.md)",
     )
     train.add_argument("--epochs", type=int, help="override train.epochs")
     train.add_argument("--seed", type=int, help="override train.seed")
@@ -103,7 +109,7 @@ def run_train(args: argparse.Namespace) -> None:
     from medsight import api
 
     if args.resume:
-        options = ("recipe", "data", "epochs", "seed", "folds")
+        options = ("recipe", "data", "epochs", "seed", "folds", "tracking")
         given = [f"--{n}" for n in options if getattr(args, n) is not None] + args.overrides
         if given:
             raise MedsightError(
@@ -133,6 +139,7 @@ def run_train(args: argparse.Namespace) -> None:
             args.devices,
             args.folds,
             args.accelerator,
+            tracking=args.tracking,
         )
     )
 

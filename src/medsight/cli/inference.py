@@ -41,7 +41,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     export = commands.add_parser("export", help="export a bundle to ONNX, checked on images")
     export.add_argument("bundle", help="bundle folder (or the run directory holding it)")
-    export.add_argument("--out", help="file to write (default: BUNDLE/model.onnx)")
+    export.add_argument(
+        "--format",
+        choices=["onnx", "triton"],
+        default="onnx",
+        help="onnx (default) or triton: a Triton model repository entry in --out",
+    )
+    export.add_argument(
+        "--out",
+        help="file to write (default: BUNDLE/model.onnx); with --format triton: the model "
+        "repository folder (required)",
+    )
+    export.add_argument(
+        "--name", help="Triton model name (default: the bundle's folder name, sanitised)"
+    )
     export.add_argument(
         "--quantize", choices=["int8"], help="also write an int8 model (model.int8.onnx)"
     )
@@ -127,7 +140,13 @@ def run_explain(args: argparse.Namespace) -> None:
 def run_export(args: argparse.Namespace) -> None:
     from medsight import api
 
-    path = api.export(args.bundle, args.out, args.quantize == "int8", args.check)
+    quantize = args.quantize == "int8"
+    path = api.export(args.bundle, args.out, quantize, args.check, args.format, args.name)
+    if args.format == "triton":
+        meta = json.loads((path / "1" / "model.onnx.json").read_text())
+        parity = json.dumps(meta["parity"])
+        print(f"{path}: Triton model {path.name!r}, parity with PyTorch {parity}")
+        return
     meta = json.loads(path.with_name(path.name + ".json").read_text())
     print(f"{path}: parity with PyTorch {json.dumps(meta['parity'])}")
     if args.quantize:

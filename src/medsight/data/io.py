@@ -135,6 +135,36 @@ def read_image_bytes(
     raise UnreadableImageError(name, UNRECOGNISED)
 
 
+def image_from(
+    source: str | os.PathLike | bytes | Image.Image | np.ndarray,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    draft_size: tuple[int, int] | None = None,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> Image.Image:
+    """Whatever image a Python caller holds (a path, encoded PNG/JPEG/DICOM bytes, a PIL image
+    or an (H, W) / (H, W, 1 or 3) array) as an L or RGB image, through the same checks as a
+    file: non-uint8 arrays and 16-bit images are stretched onto 0..255 as DICOM pixels are."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        return read_image_bytes(
+            bytes(source), "bytes", max_pixels, draft_size=draft_size, max_bytes=max_bytes
+        )
+    if isinstance(source, Image.Image):
+        mode_bytes = pillow_bytes_per_pixel(source.mode)
+        check_decoded_size(
+            "PIL image", source.width, source.height, mode_bytes, max_pixels, max_bytes
+        )
+        return _normalize_mode(source)
+    if isinstance(source, np.ndarray):
+        return _array_to_image("array", source, max_pixels, max_bytes)
+    if isinstance(source, str | os.PathLike):
+        return read_image(source, max_pixels, draft_size=draft_size, max_bytes=max_bytes)
+    raise TypeError(
+        f"cannot read an image from a {type(source).__name__}: give a path, bytes, a PIL image "
+        "or a numpy array"
+    )
+
+
 def _pillow_format(head: bytes) -> str | None:
     """The one Pillow plugin allowed to decode content starting with ``head``, if any."""
     return next((fmt for magic, fmt in _PILLOW_MAGIC.items() if head.startswith(magic)), None)

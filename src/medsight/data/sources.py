@@ -72,20 +72,19 @@ def load_table(
     ``patients`` is the recipe's own patient-id rule, if any (:mod:`medsight.data.patients`);
     every row records in ``patient_source`` which rule gave its id.
 
-    A public dataset's name (``malaria``) that is not a local path is downloaded into the cache
-    (``MEDSIGHT_DATA``) on first use. ``medmnist:<flag>`` (e.g. ``medmnist:pneumoniamnist``)
-    downloads that MedMNIST file, through the ``medmnist`` package's URLs and checksums.
+    A public dataset's name (``malaria``, ``kermany``) that is not a local path is downloaded
+    into the cache (``MEDSIGHT_DATA``) on first use. ``medmnist:<flag>`` (e.g.
+    ``medmnist:pneumoniamnist``) downloads that MedMNIST file, through the ``medmnist``
+    package's URLs and checksums.
     """
     if str(path).startswith("medmnist:"):
         from medsight.data.download import download_medmnist
 
         flag = str(path).split(":", 1)[1]
         return from_npz(download_medmnist(flag), class_names or medmnist_class_names(flag))
-    path = Path(path).expanduser().resolve()  # absolute paths in every table and splits.csv
-    if not path.exists() and str(path) in _remote_names():
-        from medsight.data.download import download_dataset
+    from medsight.data.download import resolve_data
 
-        path = download_dataset(str(path))
+    path = resolve_data(path)  # absolute paths in every table and splits.csv
     if not path.exists():
         raise DataError(
             f"{path}: no such file or folder (expected a class-folder tree, a CSV "
@@ -102,12 +101,6 @@ def load_table(
     if not len(table):
         raise DataError(f"{path}: no images found")
     return table
-
-
-def _remote_names() -> set[str]:
-    from medsight.data.download import DATASETS
-
-    return set(DATASETS)
 
 
 def _class_dirs(folder: Path) -> list[Path]:

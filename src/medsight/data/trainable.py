@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsight.data.labels import LabelRule
 from medsight.data.patients import DEFAULT_RULE, PatientRule
 from medsight.data.sources import ImageTable, load_table
 from medsight.errors import DataError
@@ -36,12 +37,14 @@ def folder_hint(path: str | Path) -> str | None:
     return None
 
 
-def load_trainable(path: str | Path, patients: PatientRule = DEFAULT_RULE) -> ImageTable:
-    """:func:`load_table`, except that a folder which is really a metadata sheet or a ``.npz``
-    (so it gives no classes, or a single one) says so instead."""
+def load_trainable(
+    path: str | Path, patients: PatientRule = DEFAULT_RULE, labels: LabelRule | None = None
+) -> ImageTable:
+    """:func:`load_table` (relabelled by ``labels``), except that a folder which is really a
+    metadata sheet or a ``.npz`` (so it gives no classes, or a single one) says so instead."""
     hint = folder_hint(path)
     try:
-        table = load_table(path, patients=patients)
+        table = (labels or LabelRule()).apply(load_table(path, patients=patients))
     except DataError as exc:
         if hint:
             raise DataError(f"{path}: {hint}") from exc

@@ -10,6 +10,8 @@ from typing import Any
 
 from medsight.bundle import BundleSpec
 from medsight.config import Recipe
+from medsight.evaluation.card_metadata import hub_metadata
+from medsight.evaluation.metrics import class_rows
 from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS, split_line
 
 # What is known of the licences of the public datasets the built-in recipes use.
@@ -48,7 +50,8 @@ def model_card(
     recipe: Recipe | None = None,
     audit: dict[str, Any] | None = None,
 ) -> str:
-    """The card as Markdown; ``metrics`` is an evaluation (``metrics.json``) of the bundle."""
+    """The card as Markdown, opening with the Hugging Face Hub's YAML metadata block;
+    ``metrics`` is an evaluation (``metrics.json``) of the bundle."""
     title = spec.recipe or spec.model_name
     data = metrics.get("data") or {}
     source = data.get("source", "unknown")
@@ -92,7 +95,7 @@ def model_card(
             f"- Expected calibration error {calibration['ece_before']:.3f} before, "
             f"{calibration['ece_after']:.3f} after"
         )
-    rows = BINARY_ROWS if spec.task == "binary" else MULTICLASS_ROWS
+    rows = BINARY_ROWS if spec.task == "binary" else MULTICLASS_ROWS + class_rows(spec.class_names)
     lines += [
         "",
         f"## Performance ({metrics.get('split') or 'evaluation'} set, "
@@ -126,7 +129,7 @@ def model_card(
     else:
         limitations.append("No shortcut audit run yet (`medsight audit`).")
     lines += [f"- {text}" for text in limitations]
-    return "\n".join(lines) + "\n"
+    return hub_metadata(spec, metrics) + "\n".join(lines) + "\n"
 
 
 def domain_lines(spec: BundleSpec, summary: dict[str, Any] | None) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from medsight.data.labels import LabelRule
 from medsight.data.sources import ImageTable, load_table
 from medsight.errors import DataError
 
@@ -100,10 +101,11 @@ class LabelledData:
     def name(self) -> str:
         return " + ".join(self.paths)
 
-    def load(self, class_names: list[str]) -> ImageTable:
-        """The labelled images, aligned with ``class_names``; with several paths, each row's
-        ``source`` names its path (:func:`source_names`)."""
-        tables = [self._load_one(path, class_names) for path in self.paths]
+    def load(self, class_names: list[str], labels: LabelRule | None = None) -> ImageTable:
+        """The labelled images (relabelled by ``labels``, the bundle's rule for labels in file
+        paths), aligned with ``class_names``; with several paths, each row's ``source`` names
+        its path (:func:`source_names`)."""
+        tables = [self._load_one(path, class_names, labels) for path in self.paths]
         if len(tables) == 1:
             return tables[0]
         frames = [
@@ -117,8 +119,10 @@ class LabelledData:
             [s for t in tables for s in t.skipped],
         )
 
-    def _load_one(self, path: str, class_names: list[str]) -> ImageTable:
+    def _load_one(self, path: str, class_names: list[str], labels: LabelRule | None) -> ImageTable:
         table = load_table(path)
+        if labels is not None and not set(table.frame["label"]) <= set(class_names):
+            table = labels.apply(table)  # e.g. a run's splits.csv holds its labels already
         if self.split:
             present = sorted(table.frame["split"].dropna().unique())
             if self.split not in present:

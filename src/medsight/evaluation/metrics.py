@@ -8,6 +8,7 @@ give ``None`` with a reason in ``notes`` instead of a crash or an unexplained Na
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any
 
@@ -23,10 +24,12 @@ def figures(
     y_pred: np.ndarray,
     positive_index: int | None,
     notes: list[str] | None = None,
+    class_names: list[str] | None = None,
 ) -> dict[str, float | None]:
     """The scalar figures of one set of predictions: probabilities and the decisions made from
     them (binary, when ``positive_index`` names the disease class: disease vs rest; else macro
-    and micro averages).
+    and micro averages, and with ``class_names`` each class's one-vs-rest figures and each
+    pair's one-vs-one figures: :func:`class_figures`, so they get CIs too).
 
     Figures that are undefined on these labels are ``None`` and say why in ``notes``.
     """
@@ -76,6 +79,8 @@ def figures(
     else:
         out["roc_auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
         out["micro_roc_auc"] = float(skm.roc_auc_score(onehot, probs, average="micro"))
+    if class_names is not None:
+        out.update(class_figures(y_true, probs, y_pred, class_names))
     return out
 
 
@@ -92,7 +97,8 @@ def classification_metrics(
     if not len(y_true):
         result["notes"].append("no images: nothing to evaluate")
         return result
-    result.update(figures(y_true, probs, y_pred, positive_index, result["notes"]))
+    names = None if positive_index is not None else list(class_names)
+    result.update(figures(y_true, probs, y_pred, positive_index, result["notes"], names))
     labels = list(range(len(class_names)))
     result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     result["class_names"] = list(class_names)
@@ -104,6 +110,49 @@ def classification_metrics(
         result["per_class"] = per_class(y_true, probs, y_pred, class_names)
         result["recall_per_class"] = {n: v["sensitivity"] for n, v in result["per_class"].items()}
     return result
+
+
+CLASS_FIGURES = ("sensitivity", "specificity", "ppv", "roc_auc")
+PAIR_FIGURES = ("accuracy", "sensitivity", "specificity", "roc_auc")
+
+
+def class_figures(
+    y_true: np.ndarray, probs: np.ndarray, y_pred: np.ndarray, class_names: list[str]
+) -> dict[str, float | None]:
+    """Flat figures of a multi-class task: ``<class>_<figure>`` one-vs-rest
+    (:data:`CLASS_FIGURES`), and ``<A>_vs_<B>_<figure>`` among the images of classes A and B
+    only, A positive, scored by P(A) / (P(A) + P(B)) at 0.5 (:data:`PAIR_FIGURES`): the
+    bacterial-vs-viral question of a NORMAL / BACTERIAL / VIRAL model."""
+    out: dict[str, float | None] = {}
+    for name, values in per_class(y_true, probs, y_pred, class_names).items():
+        out.update({f"{name}_{key}": values[key] for key in CLASS_FIGURES})
+    for a, b in itertools.combinations(range(len(class_names)), 2):
+        rows = (y_true == a) | (y_true == b)
+        is_a = y_true[rows] == a
+        pair = probs[rows][:, [a, b]]
+        score = pair[:, 0] / np.maximum(pair.sum(axis=1), 1e-12)
+        said_a, key = score >= 0.5, f"{class_names[a]}_vs_{class_names[b]}"
+        out[f"{key}_accuracy"] = float((said_a == is_a).mean()) if rows.any() else None
+        out[f"{key}_sensitivity"] = _ratio((is_a & said_a).sum(), is_a.sum(), "", "", [])
+        out[f"{key}_specificity"] = _ratio((~is_a & ~said_a).sum(), (~is_a).sum(), "", "", [])
+        both = 0 < is_a.sum() < len(is_a)
+        out[f"{key}_roc_auc"] = float(skm.roc_auc_score(is_a, score)) if both else None
+    return out
+
+
+def class_rows(class_names: list[str]) -> list[tuple[str, str]]:
+    """Report rows (key, label) of :func:`class_figures`."""
+    labels = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "precision"}
+    rows = [
+        (f"{name}_{key}", f"{name}: {labels.get(key, 'ROC-AUC (one-vs-rest)')}")
+        for name in class_names
+        for key in CLASS_FIGURES
+    ]
+    for a, b in itertools.combinations(class_names, 2):
+        names = {"accuracy": "accuracy", "sensitivity": f"sensitivity ({a})"}
+        names |= {"specificity": f"specificity ({b})", "roc_auc": "ROC-AUC"}
+        rows += [(f"{a}_vs_{b}_{key}", f"{a} vs {b}: {names[key]}") for key in PAIR_FIGURES]
+    return rows
 
 
 def per_class(

@@ -19,6 +19,7 @@ import pandas as pd
 
 from medsight.config import Recipe, load_recipe
 from medsight.data.patients import PatientCoverage
+from medsight.evaluation.metrics import class_rows
 from medsight.fsutil import atomic_write_text
 
 BINARY_ROWS = [
@@ -48,6 +49,16 @@ MULTICLASS_ROWS = [
     ("brier", "Brier score (lower is better)"),
     ("ece", "Expected calibration error (lower is better)"),
 ]
+
+
+def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """The figures a report or card shows for this evaluation: a multi-class one adds each
+    class's and each pair of classes' figures."""
+    if metrics.get("positive_class") is not None:
+        return BINARY_ROWS
+    return MULTICLASS_ROWS + class_rows(list(metrics.get("class_names") or []))
+
+
 PLOTS = ("curves", "confusion_matrix", "roc_pr", "reliability", "worst_errors", "predictions")
 
 
@@ -104,7 +115,6 @@ def write_report(folder: Path, title: str | None = None) -> Path:
     splits = {held_out: metrics}
     if metrics.get("val") and held_out != "val":
         splits = {"val": metrics["val"], **splits}
-    binary = metrics.get("positive_class") is not None
     template = jinja2.Template(
         (resources.files("medsight") / "evaluation" / "templates" / "report.html").read_text(),
         autoescape=True,
@@ -119,7 +129,7 @@ def write_report(folder: Path, title: str | None = None) -> Path:
         metrics=metrics,
         held_out=held_out,
         splits=splits,
-        metric_rows=BINARY_ROWS if binary else MULTICLASS_ROWS,
+        metric_rows=metric_rows(metrics),
         data=metrics.get("data"),
         leakage=leakage,
         leakage_ok=leakage.startswith("no patient") and metrics.get("split_by") == "patient",

@@ -14,6 +14,7 @@ import pandas as pd
 
 from medsight.bundle import Bundle, BundleSpec, load_bundle, predictions_frame
 from medsight.data.dataset import decode_images
+from medsight.data.labels import LabelRule
 from medsight.data.sources import ImageTable
 from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
@@ -87,7 +88,7 @@ def score_labelled(
 ) -> tuple[Scored, dict[str, Any]]:
     """The bundle on the labelled data (less the images it saw, with ``data.exclude_seen``),
     and the facts of the evaluation: what was scored, and how much of it the model had seen."""
-    table = data.load(bundle.spec.class_names)
+    table = data.load(bundle.spec.class_names, LabelRule.of(bundle.spec))
     table, excluded = check_seen(table, {SEEN_COLUMN: bundle_path}, data.exclude_seen)
     scored = score_table(bundle, table)
     facts = {"bundle": str(bundle_path), "data_path": data.name, "split": data.split}

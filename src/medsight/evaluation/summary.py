@@ -44,13 +44,14 @@ def evaluate_predictions(
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = spec.probabilities(logits)
     y_pred, pos = spec.decide(probs), spec.positive_index
+    classes = None if pos is not None else list(spec.class_names)
     metrics = classification_metrics(y_true, probs, y_pred, spec.class_names, pos)
     if pos is not None and len(y_true):
         metrics["threshold"] = spec.threshold
     if not len(y_true):
         return metrics
     metrics["figures"], metrics["bootstrap"] = bootstrap(
-        lambda rows: figures(y_true[rows], probs[rows], y_pred[rows], pos),
+        lambda rows: figures(y_true[rows], probs[rows], y_pred[rows], pos, None, classes),
         len(y_true),
         groups,
         resamples,

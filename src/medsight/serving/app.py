@@ -34,7 +34,10 @@ from medsight.data.limits import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 from medsight.errors import MedsightError, UnreadableImageError
 from medsight.explanation.cam import METHODS, explain
 from medsight.serving.batching import MicroBatcher
+from medsight.serving.classifier import Prediction
 from medsight.serving.http import ApiError, api_key_check, headers_and_log, install_error_handlers
+from medsight.serving.open_inference import open_inference_router
+from medsight.serving.triton import model_name
 from medsight.serving.uploads import read_form, upload_schema
 
 STATIC = Path(__file__).parent / "static"
@@ -136,8 +139,8 @@ class _Service:
             return int(value)
         raise ApiError(422, "invalid_field", f"target {value!r} is not one of {names}")
 
-    async def _classify(self, data: bytes, start: float) -> tuple[np.ndarray, dict[str, Any]]:
-        """Decode the upload, run it through the batcher, shape the prediction JSON."""
+    async def decode(self, data: bytes) -> np.ndarray:
+        """An upload's pixels as the model takes them, within the decode limits (422 if not)."""
         spec = self.spec
 
         def decode() -> np.ndarray:
@@ -151,30 +154,21 @@ class _Service:
             return np.array(to_pixels(img, spec.image_size, spec.channels))  # writable: torch
 
         try:
-            pixels = await _in(self.decode_pool, decode)
+            return await _in(self.decode_pool, decode)
         except UnreadableImageError as exc:  # the reason only: never the client's file name
             raise ApiError(
                 422, "unreadable_image", f"cannot decode the upload: {exc.reason}"
             ) from exc
+
+    async def _classify(self, data: bytes, start: float) -> tuple[np.ndarray, dict[str, Any]]:
+        """Decode the upload, run it through the batcher, shape the prediction JSON."""
+        spec = self.spec
+        pixels = await self.decode(data)
         decoded = time.perf_counter()
         row, batch_size = await self.batcher.submit(pixels)
-        probs, domain_score = row[:-1], float(row[-1])
-        pos = spec.positive_index
-        binary = spec.task == "binary"
-        decision = spec.class_names[int(spec.decide(probs[None])[0])]
-        in_domain = None if math.isnan(domain_score) else domain_score <= 1.0
+        prediction = Prediction.of(spec, row[:-1], float(row[-1]))
         return pixels, {
-            "decision": decision,
-            # false: the image is unlike the training images and the decision is not to be
-            # trusted; null: the bundle has no domain guard, so nobody can tell
-            "in_domain": in_domain,
-            "domain_score": None if in_domain is None else domain_score,
-            "domain_warning": _domain_warning(in_domain, spec.class_names),
-            "probabilities": dict(zip(spec.class_names, map(float, probs), strict=True)),
-            "positive_class": spec.positive_class,
-            "positive_probability": float(probs[pos]) if pos is not None else None,
-            "threshold": spec.threshold if binary else None,
-            "threshold_rule": spec.threshold_rule if binary else "most probable class",
+            **prediction.to_dict(),
             "calibrated": True,
             "model": {
                 "name": spec.model_name,
@@ -207,8 +201,9 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI application serving ``bundle_path`` (a bundle or the run holding one).
 
-    ``api_key``: when given, every ``/v1`` route needs it in the ``X-API-Key`` header (``/``,
-    ``/healthz`` and ``/openapi.json`` stay open). ``prefer_onnx``: predict with the bundle's
+    ``api_key``: when given, every ``/v1`` route, and ``/v2`` (:mod:`.open_inference`) but its
+    health checks, needs it in the ``X-API-Key`` header (``/``, ``/healthz`` and
+    ``/openapi.json`` stay open). ``prefer_onnx``: predict with the bundle's
     ``model.onnx`` (ONNX Runtime, faster) when it is a current export; explanations always use
     the PyTorch model. ``max_pixels`` and ``max_decoded_bytes``: the decoded-size limits each
     upload's header is checked against before its pixels are decoded (``medsight.data.limits``).
@@ -285,6 +280,8 @@ def create_app(
     async def explain_route(request: Request) -> dict[str, Any]:
         return await service.explain(request)
 
+    # the Open Inference Protocol (KServe v2 / Triton HTTP) over the same service
+    app.include_router(open_inference_router(service, model_name(folder), guard))
     return app
 
 
@@ -300,20 +297,6 @@ def _answer_rows(predictor: Predictor) -> Callable[[np.ndarray], np.ndarray]:
         return np.column_stack([answers.probs, answers.domain_score])
 
     return run
-
-
-def _domain_warning(in_domain: bool | None, class_names: list[str]) -> str | None:
-    if in_domain is None:
-        return (
-            "This model has no domain check: it cannot tell whether the image is like its "
-            "training images."
-        )
-    if in_domain:
-        return None
-    return (
-        "This image does not look like the images the model was trained on "
-        f"({', '.join(class_names)}); its answer is not to be trusted."
-    )
 
 
 def _ms(start: float, end: float | None = None) -> float:

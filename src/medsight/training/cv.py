@@ -24,6 +24,7 @@ from medsight.fsutil import atomic_write_text
 from medsight.training.lungs import lungs_for_run
 from medsight.training.prepare import hashed_table
 from medsight.training.run import Run
+from medsight.training.tracking import FoldTracking
 
 
 def cross_validate(
@@ -51,11 +52,13 @@ def cross_validate(
         lungs_for_run(lung_crop, data, out, recipe.train.seed, reuse=not parent.writes)
         recipe = recipe.model_copy(deep=True)
         recipe.preprocess.lung_crop.model = str(out / "lungs")
+    tracking = FoldTracking(recipe, out, folds, parent.writes)  # the folds' parent run
     predictions = []
     for k in range(folds):
         frame = table.frame.assign(split=np.where(fold_of == k, "test", None))
         fold_table = ImageTable(frame, table.class_names, table.source, table.skipped)
         run = Run.create(recipe, out / f"fold-{k}", overwrite, devices)
+        tracking.nest(run.out)
         run.fit(run.prepare(data, table=fold_table))
         if run.writes:
             names = {"path": str, "label": str, "prediction": str}
@@ -63,6 +66,7 @@ def cross_validate(
             predictions.append(rows.assign(fold=k))
     if parent.writes:
         _pool(out, pd.concat(predictions, ignore_index=True), table.class_names)
+        tracking.finish()
     return out
 
 

@@ -31,6 +31,7 @@ from medsight.training.model import build_model
 from medsight.training.module import Classifier, FreezeSchedule, HistoryAndProgress
 from medsight.training.outputs import write_run_outputs
 from medsight.training.prepare import Prepared
+from medsight.training.tracking import Tracking
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU/tips chatter
@@ -145,7 +146,9 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
     last = L.pytorch.callbacks.ModelCheckpoint(
         dirpath=out / "checkpoints", filename="last", enable_version_counter=False
     )
-    callbacks = [checkpoint, last, HistoryAndProgress(out / "history.csv"), *plan.callbacks]
+    tracking = Tracking(recipe, out, resume)
+    history = HistoryAndProgress(out / "history.csv")
+    callbacks = [checkpoint, last, history, tracking, *plan.callbacks]
     if tcfg.early_stopping:
         callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
@@ -162,7 +165,8 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
         use_distributed_sampler=False,
         precision=plan.device.precision,
         plugins=[AtomicCheckpointIO()],
-        logger=False,
+        logger=tracking.loggers or False,
+        log_every_n_steps=1,  # no step metrics; silences Lightning's small-epoch warning
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -193,5 +197,6 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
         **plan.device.facts(),
     }
     write_run_outputs(out, recipe, data, plan.module.model, plan.spec, facts)
+    tracking.finish(trainer.global_step)
     log.info("run written to %s", out)
     return out

@@ -202,5 +202,8 @@ def lungs_for_run(
 
 
 def default_images(data: str | Path) -> Path:
-    """The ieee8023 images beside the data folder (``<data>/../covid/images``)."""
-    return Path(data).expanduser().resolve().parent / "covid" / "images"
+    """The ieee8023 images beside the data folder (``<data>/../covid/images``), else those of
+    the ``covid`` download (fetched into the cache on first use)."""
+    from medsight.data.download import companion
+
+    return companion(data, "covid", "covid") / "images"

@@ -72,6 +72,8 @@ def build_model(
         tta=pre.tta,
         exposure=exposure,
         lung_crop=lungs,
+        label_pattern=cfg.label_pattern,
+        label_names=dict(cfg.label_names),
         recipe=recipe.name,
     )
     return model, spec

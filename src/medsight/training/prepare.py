@@ -17,6 +17,7 @@ import pandas as pd
 
 from medsight.config import Recipe
 from medsight.data.io import content_sha256
+from medsight.data.labels import LabelRule
 from medsight.data.patients import PatientRule, patient_coverage, require_patients
 from medsight.data.sources import ImageTable
 from medsight.data.splits import assign_splits, check_leakage
@@ -133,12 +134,15 @@ def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageT
     """The data source, or for ``data.curation`` the curated table (its manifest into ``out``)."""
     cfg = recipe.data
     if not cfg.curation:
-        return load_trainable(data, patients=PatientRule.of(cfg))
+        return load_trainable(data, PatientRule.of(cfg), LabelRule.of(cfg))
     from medsight.data.curate import curate_covid, write_manifest
+    from medsight.data.download import companion, resolve_data
 
-    data = Path(data).expanduser().resolve()  # absolute paths in splits.csv
+    data = resolve_data(data)  # absolute paths in splits.csv; a dataset name downloads
     kermany = (
-        Path(cfg.kermany).expanduser().resolve() if cfg.kermany else data.parent / "chest_xray"
+        Path(cfg.kermany).expanduser().resolve()
+        if cfg.kermany
+        else companion(data, "chest_xray", "kermany")
     )
     curation = curate_covid(
         data, kermany, cfg.curation, seed=recipe.train.seed, other_source=cfg.curation_other_source

@@ -28,6 +28,7 @@ from medsight.training.prepare import (
     prepare_run_dir,
     reload_prepared,
 )
+from medsight.training.tracking import check_tracking
 
 RESUME_NEEDS = ("config.yaml", "run.json", "splits.csv", "checkpoints/last.ckpt")
 
@@ -56,6 +57,7 @@ class Run:
         missing optional extra the recipe needs, or a GPU it asks for and the machine lacks, is
         reported first, before any image is read."""
         check_extras(recipe)
+        check_tracking(recipe)
         resolve_device(recipe.train)
         run = cls(recipe, out, devices)
         if run.writes:
@@ -79,6 +81,7 @@ class Run:
         if accelerator is not None:
             recipe.train = recipe.train.model_copy(update={"accelerator": accelerator})
         check_extras(recipe)
+        check_tracking(recipe)
         resolve_device(recipe.train)
         return cls(recipe, out, devices)
 

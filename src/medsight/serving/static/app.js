@@ -35,7 +35,9 @@ async function loadModel() {
     $("model-info").textContent =
       `Model ${model.model_name} (recipe ${model.recipe || "custom"}, classes ${classes}, ` +
       `medsight ${model.medsight_version || "?"}, created ${model.created || "?"})`;
-    $("model-card").textContent = model.model_card || "No model card in this bundle.";
+    // the card opens with the Hugging Face Hub's YAML metadata: show the Markdown after it
+    const card = (model.model_card || "").replace(/^---\n[\s\S]*?\n---\n+/, "");
+    $("model-card").textContent = card || "No model card in this bundle.";
     const select = $("method");
     select.replaceChildren();
     for (const name of model.serving.explain_methods) {
