@@ -105,15 +105,19 @@ def resume(run: str | Path, devices: int = 1, accelerator: str | None = None) ->
     return TrainedRun(resume_run(run, devices=devices, accelerator=accelerator))
 
 
-def load(bundle: str | Path, prefer_onnx: bool = True) -> ImageClassifier:
+def load(
+    bundle: str | Path, prefer_onnx: bool = True, precision: str | None = None
+) -> ImageClassifier:
     """A bundle ready to answer images from Python: ``.predict(x)`` (a path, bytes, a PIL image
     or an array) returns a :class:`~medsight.serving.classifier.Prediction`, ``.explain(x)``
     the heat-map. ``bundle`` is a folder, a run directory, or ``hf://ORG/NAME[@REVISION]`` on
-    the Hugging Face Hub."""
+    the Hugging Face Hub. It runs the bundle's adopted int8 model when it has one, unless
+    ``precision="fp32"``."""
     from medsight.bundle.hub import fetch_hub_bundle, is_hub_uri
     from medsight.serving.classifier import ImageClassifier
 
-    return ImageClassifier(fetch_hub_bundle(bundle) if is_hub_uri(bundle) else bundle, prefer_onnx)
+    folder = fetch_hub_bundle(bundle) if is_hub_uri(bundle) else bundle
+    return ImageClassifier(folder, prefer_onnx, precision)
 
 
 def predict(
@@ -123,14 +127,15 @@ def predict(
     batch_size: int = 64,
     shard: str | None = None,
     onnx: bool = True,
+    precision: str | None = None,
 ) -> BatchResult:
     """Predict every image in ``paths`` (files, folders searched recursively) into the CSV
     ``out``; a rerun continues where an interrupted one stopped. ``shard="i/N"`` takes a
-    deterministic 1/N of the files (cluster array jobs). Returns the counts and the unreadable
-    files."""
+    deterministic 1/N of the files (cluster array jobs); ``precision="fp32"`` passes over an
+    adopted int8 model. Returns the counts and the unreadable files."""
     from medsight.serving.batch import predict_files
 
-    return predict_files(bundle, list(paths), out, batch_size, shard, onnx)
+    return predict_files(bundle, list(paths), out, batch_size, shard, onnx, precision=precision)
 
 
 def explain(
@@ -155,14 +160,17 @@ def explain(
 def export(
     bundle: str | Path,
     out: str | Path | None = None,
-    quantize: bool = False,
+    quantize: bool | None = None,
     check: list[str | Path] | None = None,
     format: str = "onnx",
     name: str | None = None,
+    calibrate: list[str | Path] | None = None,
 ) -> Path:
     """Export a bundle to ONNX (default ``BUNDLE/model.onnx`` + ``model.onnx.json``), kept only
     if it matches PyTorch on the ``check`` images (files or folders; synthetic ones without);
-    ``quantize`` adds ``model.int8.onnx`` and reports how its decisions agree with fp32.
+    with ``model.int8.onnx`` beside it, calibrated on training-split images (``calibrate``, else
+    the run's train split) and adopted only when it agrees with fp32 on held-out images
+    (``quantize``: None when calibration images are at hand, True required, False never).
 
     ``format="triton"``: the same checked graph as the Triton model folder ``out/<name>``
     (``config.pbtxt``, ``1/model.onnx``, ``labels.txt``; ``name`` defaults to the bundle's);
@@ -172,7 +180,7 @@ def export(
 
         if out is None:
             raise ConfigError("a Triton export needs out: the model repository folder")
-        if quantize:
+        if quantize or calibrate:
             raise ConfigError("a Triton export is the fp32 graph; int8 is for format='onnx'")
         return export_triton(bundle, out, name, check)
     if format != "onnx":
@@ -181,7 +189,7 @@ def export(
         raise ConfigError("name is the Triton model's name: give it with format='triton'")
     from medsight.serving.export import export_onnx
 
-    return export_onnx(bundle, out, quantize, check)
+    return export_onnx(bundle, out, quantize, check, calibrate=calibrate)
 
 
 def _labelled(data, split, class_map, drop_unknown, exclude_seen) -> LabelledData:

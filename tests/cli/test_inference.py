@@ -116,7 +116,7 @@ def test_export_prints_the_parity_json(bundle: Path, capsys: pytest.CaptureFixtu
 
 
 def test_export_to_another_file_with_int8(
-    bundle: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bundle: Path, images: Path, chest_xray_dir: Path, tmp_path: Path, capsys
 ) -> None:
     target = tmp_path / "exported" / "xray.onnx"
     code = main(
@@ -130,6 +130,8 @@ def test_export_to_another_file_with_int8(
             "--check",
             str(images / "NORMAL"),
             str(images / "PNEUMONIA"),
+            "--calibrate",
+            str(chest_xray_dir / "train" / "PNEUMONIA"),
         ]
     )
     assert code == 0
@@ -138,17 +140,25 @@ def test_export_to_another_file_with_int8(
     parity = json.loads(lines[0].removeprefix(f"{target}: parity with PyTorch "))
     assert parity["source"] == "real" and parity["images"] == 8
     int8 = tmp_path / "exported" / "xray.int8.onnx"
-    assert lines[1].startswith(f"{int8}: ")
-    quantization = json.loads(lines[1].removeprefix(f"{int8}: "))
+    verdict, _, figures = lines[1].partition("; ")
+    assert verdict.startswith(f"{int8}: int8 ")
+    quantization = json.loads(figures)
     assert (
         quantization
         == json.loads((int8.with_name(int8.name + ".json")).read_text())["quantization"]
     )
-    assert quantization["type"] == "dynamic int8 weights" and quantization["images"] == 8
-    assert 0 <= quantization["agreement"] <= 1
-    assert set(quantization["accuracy"]) == {"fp32", "int8"}  # the check images have classes
+    assert quantization["reason"] in verdict
+    assert quantization["type"].startswith("static int8") and quantization["images"] == 8
+    assert 0 <= quantization["agreement"] <= 1 and quantization["calibration_images"] == 128
     assert quantization["size_bytes"]["int8"] < quantization["size_bytes"]["fp32"]
     assert not (bundle / "model.onnx").exists()  # --out: the bundle itself is left alone
+    assert "int8" not in json.loads((bundle / "bundle.json").read_text())["metrics"]
+
+
+def test_int8_without_training_images_is_one_error_line(bundle: Path, capsys) -> None:
+    assert main(["export", str(bundle), "--quantize", "int8"]) == 2
+    assert "no training-split images to calibrate on" in capsys.readouterr().err
+    assert not (bundle / "model.int8.onnx").exists()
 
 
 def test_export_format_is_onnx_or_triton(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:

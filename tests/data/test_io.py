@@ -21,6 +21,7 @@ from medsight.data.io import (
     npz_entry,
     read_image,
     split_npz_entry,
+    to_pixels,
 )
 from medsight.errors import UnreadableImageError
 
@@ -339,3 +340,19 @@ def test_pillow_modes_become_l_or_rgb(
     assert row[0] <= 5 and row[-1] >= 250  # full range kept: 16-bit/float stretched by min-max
     if mode != "1":  # a 1-bit image is dithered, not a ramp
         assert np.all(np.diff(row) >= -3)
+
+
+def test_to_pixels_without_resize_cannot_write_into_the_image(xray_jpeg: Path) -> None:
+    """Without a resize or a mode change no Pillow copy is made: the array must still not
+    alias the decoded image (read-only, or the caller's own copy)."""
+    img = read_image(xray_jpeg)
+    before = np.asarray(img).copy()
+    pixels = to_pixels(img, (img.height, img.width), 3)
+    np.testing.assert_array_equal(pixels, before)
+    if pixels.flags.writeable:
+        pixels[:] = 0
+    else:
+        with pytest.raises(ValueError, match="read-only"):
+            pixels[:] = 0
+    np.testing.assert_array_equal(np.asarray(img), before)
+    np.testing.assert_array_equal(to_pixels(img.convert("L"), None, 3)[..., 0], img.convert("L"))

@@ -4,6 +4,7 @@ bad files reported not fatal, DICOM, and ONNX Runtime when the bundle has an exp
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from medsight.bundle import load_bundle
+from medsight.bundle import load_bundle, load_predictor
 from medsight.cli import main
 from medsight.data.io import load_image
 from medsight.errors import MedsightError
@@ -194,3 +195,55 @@ def test_the_whole_kermany_test_split(bundle_dir: Path, chest_xray_dir: Path, tm
     assert (done.files, done.predicted, done.engine) == (624, 624, "onnxruntime")
     assert len(pd.read_csv(out)) == 624
     assert predict_files(bundle_dir, [chest_xray_dir / "test"], out).predicted == 0
+
+
+def test_next_chunk_decodes_while_the_model_runs(
+    bundle_dir: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk k+1 is being decoded while the model answers chunk k, and never more than one
+    chunk waits decoded (memory stays bounded); a sequential loop would time out here."""
+    events: list[str] = []
+    second_decode = threading.Event()
+    decode = batch._decode
+
+    def recording(pool, paths, *args):
+        events.append("decode")
+        if events.count("decode") == 2:
+            second_decode.set()
+        return decode(pool, paths, *args)
+
+    model = load_predictor(bundle_dir, prefer_onnx=False)
+    answer = model.answer
+
+    def answering(pixels: np.ndarray, batch_size: int):
+        if "answer" not in events:
+            assert second_decode.wait(timeout=60), "chunk 2 did not decode during chunk 1"
+        events.append("answer")
+        return answer(pixels, batch_size)
+
+    monkeypatch.setattr(batch, "_decode", recording)
+    monkeypatch.setattr(model, "answer", answering)
+    done = predict_files(model, [folder], tmp_path / "p.csv", batch_size=3)
+    assert done.predicted == 13 and events.count("answer") == 5
+    ahead = [events[: i + 1].count("decode") - events[:i].count("answer") for i in range(10)]
+    assert max(ahead) <= 2  # the chunk the model holds and at most one decoded ahead
+
+
+def test_overlapped_csv_equals_the_one_chunk_csv(
+    bundle_dir: Path, folder: Path, tmp_path: Path
+) -> None:
+    """Small chunks (decode overlapped with the model) and a single chunk (nothing to overlap)
+    write the same table, in the same order, with the same unreadable file left out."""
+    (folder / "normal" / "batch0" / "cut.jpeg").write_bytes(
+        next(folder.rglob("*.jpeg")).read_bytes()[:2000]
+    )
+    one = predict_files(bundle_dir, [folder], tmp_path / "one.csv", batch_size=1000, threads=1)
+    small = predict_files(bundle_dir, [folder], tmp_path / "small.csv", batch_size=2)
+    assert [p for p, _ in one.skipped] == [p for p, _ in small.skipped]
+    assert len(small.skipped) == 1 and "cut.jpeg" in small.skipped[0][0]
+    a, b = (pd.read_csv(r.out) for r in (one, small))
+    assert (
+        list(a["path"]) == list(b["path"]) == [p for p in find_images([folder]) if "cut" not in p]
+    )
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-6)
+    assert (a["prediction"] == b["prediction"]).all()

@@ -1,5 +1,5 @@
 """ONNX export: parity with PyTorch on real X-rays, dynamic batch, TTA, loud failure on a
-mismatch, int8 quantisation, and the runner that serving and batch prediction use."""
+mismatch, static int8 quantisation, and the runner that serving and batch prediction use."""
 
 from __future__ import annotations
 
@@ -130,14 +130,23 @@ def test_a_planted_mismatch_fails_loudly(
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["bundle.json", "model.safetensors"]
 
 
-def test_int8_quantisation_reports_agreement(bundle_dir: Path, xrays: list[Path]) -> None:
-    export_onnx(bundle_dir, quantize=True, check_images=xrays)
+def test_int8_is_static_and_calibrated_on_the_given_training_images(
+    bundle_dir: Path, xrays: list[Path], chest_xray_dir: Path
+) -> None:
+    calibrate = [chest_xray_dir / "train" / "NORMAL"]
+    export_onnx(bundle_dir, quantize=True, check_images=xrays, calibrate=calibrate)
     int8 = int8_path(bundle_dir / "model.onnx")
     assert int8 == bundle_dir / "model.int8.onnx" and int8.is_file()
-    report = json.loads((bundle_dir / "model.int8.onnx.json").read_text())["quantization"]
-    assert report["images"] == 16 and 0.0 <= report["agreement"] <= 1.0
-    assert set(report["accuracy"]) == {"fp32", "int8"}  # labels from the class folders
+    meta = json.loads((bundle_dir / "model.int8.onnx.json").read_text())
+    report = meta["quantization"]
+    assert report["type"].startswith("static int8 (QDQ") and report["images"] == 16
+    assert report["calibration_images"] == 128 and set(report["roc_auc"]) == {
+        "fp32",
+        "int8",
+        "change",
+    }
     assert report["size_bytes"]["int8"] < report["size_bytes"]["fp32"]
+    assert all("/train/NORMAL/" in p for p in meta["images"]["calibration"])
     pixels = _pixels(xrays, load_bundle(bundle_dir).spec)
     fp32, quantised = OnnxPredictor(bundle_dir / "model.onnx"), OnnxPredictor(int8)
     diff = np.abs(fp32.predict_proba(pixels) - quantised.predict_proba(pixels)).max()
@@ -173,9 +182,11 @@ def test_a_timm_model_exports(tmp_path: Path) -> None:
 
 def test_cli_export(bundle_dir: Path, chest_xray_dir: Path, capsys) -> None:
     check = chest_xray_dir / "test" / "NORMAL"
-    code = main(["export", str(bundle_dir), "--check", str(check), "--quantize", "int8"])
+    train = chest_xray_dir / "train" / "NORMAL"
+    args = ["export", str(bundle_dir), "--check", str(check), "--quantize", "int8"]
+    code = main([*args, "--calibrate", str(train)])
     out = capsys.readouterr().out
-    assert code == 0 and '"source": "real"' in out and '"agreement"' in out
+    assert code == 0 and '"source": "real"' in out and "int8 NOT adopted" in out
     assert (bundle_dir / "model.onnx").is_file() and (bundle_dir / "model.int8.onnx").is_file()
     assert main(["export", str(bundle_dir.parent / "missing")]) == 2
     assert "not a medsight bundle" in capsys.readouterr().err

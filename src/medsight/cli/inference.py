@@ -25,6 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--no-onnx", action="store_true", help="predict with PyTorch even if model.onnx exists"
     )
+    predict.add_argument("--precision", choices=["fp32", "int8"], help=PRECISION_HELP)
 
     explain = commands.add_parser("explain", help="Grad-CAM heat-map overlays for images")
     explain.add_argument("bundle", help="bundle folder (or the run directory holding it)")
@@ -56,13 +57,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--name", help="Triton model name (default: the bundle's folder name, sanitised)"
     )
     export.add_argument(
-        "--quantize", choices=["int8"], help="also write an int8 model (model.int8.onnx)"
+        "--quantize",
+        choices=["int8", "none"],
+        help="int8: also write model.int8.onnx, adopted only if it agrees with fp32 on "
+        "held-out images (default: when training images to calibrate on are at hand); none: not",
+    )
+    export.add_argument(
+        "--calibrate",
+        nargs="+",
+        metavar="DIR_OR_FILE",
+        help="training-split images to calibrate int8 on (default: the run's train split)",
     )
     export.add_argument(
         "--check",
         nargs="+",
         metavar="DIR_OR_FILE",
-        help="real images to compare ONNX with PyTorch on (default: synthetic ones)",
+        help="real images to compare ONNX with PyTorch on (default: synthetic ones); in "
+        "class folders, also the held-out images int8 is gated on",
     )
     predict.set_defaults(run=run_predict)
     explain.set_defaults(run=run_explain)
@@ -80,6 +91,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument(
         "--no-onnx", action="store_true", help="predict with PyTorch even if model.onnx exists"
     )
+    serve.add_argument("--precision", choices=["fp32", "int8"], help=PRECISION_HELP)
     serve.add_argument(
         "--request-timeout",
         type=_positive(float),
@@ -108,11 +120,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.set_defaults(run=run_serve)
 
 
+PRECISION_HELP = (
+    "fp32: the reference model even when an int8 one was adopted; int8: the adopted int8 "
+    "model, an error if there is none (default: int8 when adopted, else fp32)"
+)
+
+
 def run_predict(args: argparse.Namespace) -> None:
     from medsight import api
 
     done = api.predict(
-        args.bundle, args.paths, args.out, args.batch_size, args.shard, not args.no_onnx
+        args.bundle,
+        args.paths,
+        args.out,
+        args.batch_size,
+        args.shard,
+        not args.no_onnx,
+        args.precision,
     )
     for path, reason in done.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
@@ -140,8 +164,10 @@ def run_explain(args: argparse.Namespace) -> None:
 def run_export(args: argparse.Namespace) -> None:
     from medsight import api
 
-    quantize = args.quantize == "int8"
-    path = api.export(args.bundle, args.out, quantize, args.check, args.format, args.name)
+    quantize = {"int8": True, "none": False}.get(args.quantize)
+    path = api.export(
+        args.bundle, args.out, quantize, args.check, args.format, args.name, args.calibrate
+    )
     if args.format == "triton":
         meta = json.loads((path / "1" / "model.onnx.json").read_text())
         parity = json.dumps(meta["parity"])
@@ -149,12 +175,13 @@ def run_export(args: argparse.Namespace) -> None:
         return
     meta = json.loads(path.with_name(path.name + ".json").read_text())
     print(f"{path}: parity with PyTorch {json.dumps(meta['parity'])}")
-    if args.quantize:
-        from medsight.serving.export import int8_path
+    from medsight.bundle.runtime import int8_path, sidecar
 
-        int8 = int8_path(path)
-        meta = json.loads(int8.with_name(int8.name + ".json").read_text())
-        print(f"{int8}: {json.dumps(meta['quantization'])}")
+    int8 = int8_path(path)
+    if quantize is not False and sidecar(int8).is_file():
+        record = json.loads(sidecar(int8).read_text())["quantization"]
+        verdict = "adopted" if record["adopted"] else "NOT adopted"
+        print(f"{int8}: int8 {verdict}: {record['reason']}; {json.dumps(record)}")
 
 
 def run_serve(args: argparse.Namespace) -> None:
@@ -167,6 +194,7 @@ def run_serve(args: argparse.Namespace) -> None:
         args.api_key,
         request_timeout=args.request_timeout,
         prefer_onnx=not args.no_onnx,
+        precision=args.precision,
         max_pixels=args.max_pixels,
         max_decoded_bytes=args.max_decoded_mb * 2**20,
         max_decodes=args.max_decodes,

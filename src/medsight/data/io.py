@@ -185,7 +185,8 @@ def to_pixels(img: Image.Image, size: tuple[int, int] | None, channels: int = 3)
     training and serving, so their preprocessing cannot drift."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    img = img.convert("L" if channels == 1 else "RGB")
+    if img.mode != (mode := "L" if channels == 1 else "RGB"):
+        img = img.convert(mode)  # in the same mode it would only copy: asarray copies anyway
     if size is not None and img.size != (size[1], size[0]):
         img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
     arr = np.asarray(img, dtype=np.uint8)

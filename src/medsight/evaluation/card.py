@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from medsight.bundle import BundleSpec
+from medsight.bundle.runtime import int8_card_lines
 from medsight.config import Recipe
 from medsight.evaluation.card_metadata import hub_metadata
 from medsight.evaluation.metrics import class_rows
@@ -74,6 +75,7 @@ def model_card(
         *_lung_crop_line(spec),
         f"- Trained by medsight {spec.medsight_version or '(unknown version)'}"
         + (f" with the recipe `{recipe.name}`: {recipe.description}" if recipe else ""),
+        *int8_card_lines(spec.metrics),
         "",
         "## Data",
         f"- Source: {source}",

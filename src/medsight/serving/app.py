@@ -28,7 +28,7 @@ from PIL import Image
 
 from medsight import __version__
 from medsight.bundle import Bundle, OnnxPredictor, Predictor, bundle_folder, load_bundle
-from medsight.bundle.runtime import current_export
+from medsight.bundle.runtime import choose_export
 from medsight.data.io import read_image_bytes, to_pixels
 from medsight.data.limits import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 from medsight.errors import MedsightError, UnreadableImageError
@@ -198,14 +198,16 @@ def create_app(
     batch_window_ms: float = 2.0,
     max_batch: int = 16,
     prefer_onnx: bool = True,
+    precision: str | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``bundle_path`` (a bundle or the run holding one).
 
     ``api_key``: when given, every ``/v1`` route, and ``/v2`` (:mod:`.open_inference`) but its
     health checks, needs it in the ``X-API-Key`` header (``/``, ``/healthz`` and
     ``/openapi.json`` stay open). ``prefer_onnx``: predict with the bundle's
-    ``model.onnx`` (ONNX Runtime, faster) when it is a current export; explanations always use
-    the PyTorch model. ``max_pixels`` and ``max_decoded_bytes``: the decoded-size limits each
+    ``model.onnx`` (ONNX Runtime, faster) when it is a current export, its adopted int8 model
+    unless ``precision="fp32"``; explanations always use the PyTorch model. ``max_pixels`` and
+    ``max_decoded_bytes``: the decoded-size limits each
     upload's header is checked against before its pixels are decoded (``medsight.data.limits``).
     ``max_explanations``: explanations in progress at once; one more is a 503 ``busy``.
     ``max_decodes``: uploads decoded at once (default: the CPU count, at most 4), so decoding
@@ -216,7 +218,7 @@ def create_app(
         raise ValueError(f"max_decodes must be at least 1, not {max_decodes}")
     folder = bundle_folder(bundle_path)
     bundle = load_bundle(folder)
-    onnx = current_export(folder) if prefer_onnx else None
+    onnx = choose_export(folder, prefer_onnx, precision)
     predictor = OnnxPredictor(onnx) if onnx else bundle
     limits = {
         "max_upload_bytes": max_upload_bytes,

@@ -115,6 +115,7 @@ def predict_files(
     shard: str | tuple[int, int] | None = None,
     onnx: bool = True,
     threads: int = 2,
+    precision: str | None = None,
 ) -> BatchResult:
     """Predict every image under ``paths`` into the CSV ``out`` (see the module docstring).
 
@@ -122,14 +123,14 @@ def predict_files(
     class for multi-class bundles), ``prediction`` (at the bundle's threshold) and
     ``p_<class>``, ``in_domain`` (``false``: unlike the training images, do not trust the
     prediction) and ``domain_score`` (above 1: out of domain). ONNX Runtime runs the model
-    when the bundle has a current export (unless ``onnx=False``); unreadable files are
-    logged and returned, not fatal.
+    when the bundle has a current export (unless ``onnx=False``), its adopted int8 model unless
+    ``precision="fp32"``; unreadable files are logged and returned, not fatal.
     """
     if batch_size < 1:
         raise MedsightError(f"batch size must be at least 1, not {batch_size}")
     if Path(out).is_dir():
         raise MedsightError(f"{out} is a folder; --out names the CSV file to write")
-    model = bundle if isinstance(bundle, Predictor) else load_predictor(bundle, prefer_onnx=onnx)
+    model = bundle if isinstance(bundle, Predictor) else load_predictor(bundle, onnx, precision)
     spec, out = model.spec, Path(out)
     files = find_images(paths)
     if shard is not None:

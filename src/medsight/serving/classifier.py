@@ -85,9 +85,9 @@ class ImageClassifier:
     array. Predictions run on the bundle's current ONNX export when it has one (``engine``
     says which), explanations on its PyTorch model."""
 
-    def __init__(self, bundle: str | Path, prefer_onnx: bool = True):
+    def __init__(self, bundle: str | Path, prefer_onnx: bool = True, precision: str | None = None):
         self.folder = bundle_folder(bundle)
-        self._predictor = load_predictor(self.folder, prefer_onnx)
+        self._predictor = load_predictor(self.folder, prefer_onnx, precision)
         self._torch: Bundle | None = (
             self._predictor if isinstance(self._predictor, Bundle) else None
         )

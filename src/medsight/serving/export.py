@@ -6,11 +6,13 @@ normalisation and mirror TTA inside; its second output is the domain guard's dis
 in any language needs only the resize and
 ``model.onnx.json`` (class names, threshold, temperature).
 The batch dimension is dynamic. An export that disagrees with PyTorch (logits beyond the
-tolerance, or any decision) is refused with the numbers, never written.
+tolerance, or any decision) is refused with the numbers, never written. Beside it goes the
+static int8 model, adopted only behind the accuracy gate of :mod:`medsight.serving.quantize`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -24,19 +26,30 @@ import numpy as np
 import torch
 
 from medsight.bundle import Bundle, BundleSpec, OnnxPredictor, bundle_folder, load_bundle
+from medsight.bundle.folder import CARD_FILE, SPEC_FILE
 from medsight.bundle.runtime import (
     DOMAIN_NAME,
     INPUT_NAME,
     ONNX_NAME,
     OUTPUT_NAME,
+    int8_card_lines,
+    int8_path,
     sha256_file,
     sidecar,
 )
 from medsight.data.io import find_images, load_image
 from medsight.errors import MedsightError, UnreadableImageError
 from medsight.fsutil import atomic_write_text, temp_beside
+from medsight.serving.quantize import (
+    DEFAULT_GATE,
+    Gate,
+    calibration_images,
+    gate_images,
+    quantize,
+    run_gate,
+)
 
-__all__ = ["export_onnx", "int8_path", "parity"]
+__all__ = ["Gate", "export_onnx", "int8_path", "parity"]
 
 log = logging.getLogger(__name__)
 MAX_CHECK_IMAGES = 256
@@ -44,37 +57,29 @@ SYNTHETIC_IMAGES = 16
 LOGIT_TOLERANCE = 1e-3
 
 
-def int8_path(onnx_path: Path) -> Path:
-    """Where the int8 model goes: ``model.onnx`` -> ``model.int8.onnx``."""
-    return onnx_path.with_name(onnx_path.name.removesuffix(".onnx") + ".int8.onnx")
-
-
 def _check_pixels(
     spec: BundleSpec, check_images: list[str | Path] | None
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Pixels to compare on: the given images (files or folders; labels from class folders
-    when every image has one), else a seeded synthetic batch."""
+) -> tuple[np.ndarray, str]:
+    """Pixels to compare on: the given images (files or folders), else a seeded synthetic
+    batch."""
     size = tuple(spec.image_size)
     if not check_images:
         rng = np.random.default_rng(0)
         shape = (SYNTHETIC_IMAGES, *size, spec.channels)
-        return rng.integers(0, 256, shape, dtype=np.uint8), None, "synthetic"
+        return rng.integers(0, 256, shape, dtype=np.uint8), "synthetic"
     paths = find_images(check_images)
     if len(paths) > MAX_CHECK_IMAGES:  # an even spread keeps the check quick on big folders
         paths = [paths[i] for i in np.linspace(0, len(paths) - 1, MAX_CHECK_IMAGES).astype(int)]
-    pixels, labels = [], []
+    pixels = []
     for path in paths:
         try:
             pixels.append(load_image(path, size=size, channels=spec.channels))
         except UnreadableImageError as exc:
             log.warning("check image skipped: %s", exc)
             continue
-        parent = Path(path).parent.name
-        labels.append(spec.class_names.index(parent) if parent in spec.class_names else -1)
     if not pixels:
         raise MedsightError(f"none of the {len(paths)} check images could be read")
-    known = np.array(labels) if min(labels) >= 0 else None
-    return np.stack(pixels), known, "real"
+    return np.stack(pixels), "real"
 
 
 def parity(
@@ -107,44 +112,65 @@ def parity(
     return {**report, "decisions_differ": differ}
 
 
-def _quantize(
+def _int8(
     fp32: Path,
+    folder: Path,
     spec: BundleSpec,
-    pixels: np.ndarray,
-    labels: np.ndarray | None,
-    provenance: dict[str, str],
+    check_images: list[str | Path] | None,
+    calibrate: list[str | Path] | None,
+    required: bool,
+    gate: Gate,
+    weights: dict[str, str],
 ) -> dict[str, Any]:
-    """Dynamic int8 weights beside the fp32 graph, with how much the decisions change."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    """Build, gate and record the int8 model beside ``fp32``; returns the record (``adopted``
+    false with the reason when it was not built or not adopted)."""
+    calibration = calibration_images(folder, spec, calibrate)
+    if calibration is None:
+        why = "no training-split images to calibrate on (export from the run directory or give "
+        why += "--calibrate)"
+        if required:
+            raise MedsightError(f"{folder}: cannot quantise to int8: {why}")
+        return {"adopted": False, "reason": f"not built: {why}"}
     target = int8_path(fp32)
-    tmp = temp_beside(target)
-    graph = onnx.load(fp32)
-    # The exporter records the weights' shapes; the quantiser transposes Gemm weights without
-    # updating them, and its shape inference then fails. Shapes are re-inferred without them.
-    del graph.graph.value_info[:]
-    try:
-        with _quiet():
-            quantize_dynamic(graph, tmp, weight_type=QuantType.QInt8)
-        pair = [OnnxPredictor(path, spec) for path in (fp32, tmp)]
-        probs = [p.predict_proba(pixels) for p in pair]
-        decisions = [spec.decide(p) for p in probs]
-        report: dict[str, Any] = {
-            "images": len(pixels),
-            "agreement": float((decisions[0] == decisions[1]).mean()),
-            "max_abs_probability_diff": float(np.abs(probs[0] - probs[1]).max()),
-            "size_bytes": {"fp32": fp32.stat().st_size, "int8": tmp.stat().st_size},
-        }
-        if labels is not None:
-            fp32_hits, int8_hits = ((d == labels).mean() for d in decisions)
-            report["accuracy"] = {"fp32": float(fp32_hits), "int8": float(int8_hits)}
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    quantization = {"type": "dynamic int8 weights", **report}
-    _write_meta(target, spec, {**provenance, "quantization": quantization})
-    return {"path": str(target), **report}
+    kept_fp32 = quantize(fp32, target, calibration.pixels)
+    record: dict[str, Any] = {
+        "type": "static int8 (QDQ, uint8 activations, int8 weights)",
+        "fp32_nodes": "domain guard" if kept_fp32 else "none",
+        "calibration_images": len(calibration.pixels),
+        "calibration_source": calibration.source,
+        "gate": dataclasses.asdict(gate),
+        "size_bytes": {"fp32": fp32.stat().st_size, "int8": target.stat().st_size},
+    }
+    images, why = gate_images(folder, spec, check_images, set(calibration.hashes))
+    if images is None:
+        record.update(images=0, adopted=False, reason=f"not gated: {why}")
+    else:
+        pair = OnnxPredictor(fp32, spec), OnnxPredictor(target, spec)
+        record.update(run_gate(spec, *pair, images, gate))
+    files = {
+        "calibration": calibration.paths,
+        "gate": images.paths if images is not None else [],
+    }
+    extra = {**weights, "fp32_onnx_sha256": sha256_file(fp32)}
+    _write_meta(target, spec, {**extra, "quantization": record, "images": files})
+    return record
+
+
+def _record_in_bundle(folder: Path, spec: BundleSpec, record: dict[str, Any]) -> None:
+    """The gate's figures in ``bundle.json``'s metrics (where the model card reads them) and
+    the card's line under its Model section."""
+    updated = spec.model_copy(update={"metrics": {**spec.metrics, "int8": record}})
+    atomic_write_text(folder / SPEC_FILE, json.dumps(updated.model_dump(mode="json"), indent=2))
+    card = folder / CARD_FILE
+    if not card.is_file():
+        return
+    lines = [x for x in card.read_text().splitlines() if not x.startswith("- int8 (ONNX")]
+    if "## Model" in lines:
+        end = lines.index("## Model") + 1
+        while end < len(lines) and lines[end].startswith("- "):
+            end += 1
+        lines[end:end] = int8_card_lines(updated.metrics)
+        atomic_write_text(card, "\n".join(lines) + "\n")
 
 
 @contextmanager
@@ -195,23 +221,28 @@ def _write_meta(onnx_path: Path, spec: BundleSpec, extra: dict[str, Any]) -> Non
 def export_onnx(
     bundle_path: str | Path,
     out: str | Path | None = None,
-    quantize: bool = False,
+    quantize: bool | None = None,
     check_images: list[str | Path] | None = None,
     atol: float = LOGIT_TOLERANCE,
+    calibrate: list[str | Path] | None = None,
+    gate: Gate = DEFAULT_GATE,
 ) -> Path:
     """Export a bundle to ONNX (default ``BUNDLE/model.onnx``); returns the graph's path.
 
     The graph is kept only if it matches PyTorch on ``check_images`` (files or folders; a
     seeded synthetic batch without them): the comparison is recorded in ``model.onnx.json``
-    under ``parity``. ``quantize`` also writes ``model.int8.onnx`` (dynamic int8 weights) and
-    records in its JSON how often its decisions agree with fp32 (and both accuracies when the
-    check images sit in class folders).
+    under ``parity``. Then ``model.int8.onnx`` is written, calibrated on training-split images
+    (``calibrate``, else the run's train split) and adopted only if it passes ``gate`` on
+    labelled held-out images (:mod:`medsight.serving.quantize`); ``quantize=None`` does this
+    when calibration images are at hand, ``True`` requires it, ``False`` skips it. The gate's
+    record goes into the int8 model's JSON and, for the bundle's own export, into
+    ``bundle.json`` (``metrics["int8"]``) and its model card.
     """
     folder = bundle_folder(bundle_path)
     bundle = load_bundle(folder)
     spec = bundle.spec
     target = Path(out) if out else folder / ONNX_NAME
-    pixels, labels, source = _check_pixels(spec, check_images)
+    pixels, source = _check_pixels(spec, check_images)
     wrapper = bundle.graph()
     outputs = [OUTPUT_NAME] if bundle.guard is None else [OUTPUT_NAME, DOMAIN_NAME]
     example = torch.from_numpy(pixels[np.arange(2) % len(pixels)])  # batch 2: not specialised to 1
@@ -239,6 +270,9 @@ def export_onnx(
     weights = {"weights_sha256": sha256_file(folder / "model.safetensors")}
     _write_meta(target, spec, {**weights, "parity": {"source": source, **report}})
     log.info("exported %s (parity on %d %s images: %s)", target, len(pixels), source, report)
-    if quantize:
-        log.info("int8: %s", _quantize(target, spec, pixels, labels, weights))
+    if quantize is not False:
+        record = _int8(target, folder, spec, check_images, calibrate, bool(quantize), gate, weights)
+        log.info("int8 %s: %s", "adopted" if record["adopted"] else "not adopted", record)
+        if "calibration_images" in record and target == folder / ONNX_NAME:  # what predict uses
+            _record_in_bundle(folder, spec, record)
     return target
