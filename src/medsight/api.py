@@ -32,15 +32,24 @@ def show_recipe(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> dic
 
 
 def inspect(
-    path: str | Path, patient_pattern: str | None = None, patient_from: str | None = None
+    path: str | Path,
+    patient_pattern: str | None = None,
+    patient_from: str | None = None,
+    multi_label: bool = False,
+    labels: list[str] | None = None,
 ) -> Inspection:
     """Counts per split and class, patients (how many images have an id, from which rule),
     sizes, modes, duplicates and unreadable files. ``patient_pattern`` / ``patient_from``
-    try a recipe's ``data.patient_pattern`` / ``data.patient_from`` before training."""
+    try a recipe's ``data.patient_pattern`` / ``data.patient_from`` before training;
+    ``multi_label`` / ``labels`` read a sheet as ``data.multi_label`` / ``data.labels`` do
+    (counts are then images with each label)."""
+    from medsight.data.multilabel import MultiLabelRule
+
     if patient_from not in (None, "parent"):
         raise ConfigError(f"patient_from={patient_from!r}: the only choice is 'parent'")
     rule = PatientRule(patient_pattern, patient_from == "parent")
-    return inspect_data(path, patients=rule)
+    multi = MultiLabelRule(labels=list(labels or [])) if multi_label or labels else None
+    return inspect_data(path, patients=rule, multi=multi)
 
 
 def download(name: str, root: str | Path | None = None) -> Path:

@@ -61,7 +61,8 @@ class DataConfig(Strict):
     test_fraction: float = Field(0.1, ge=0, lt=1)
     limit: int | None = Field(None, gt=0, description="use at most this many images (quick runs)")
     # tutorial (d): build the data from the ieee8023 metadata.csv in --data plus Kermany images
-    curation: Literal["covid-vs-normal", "covid-vs-pneumonia"] | None = None
+    # covid-findings: several labels per X-ray from the sheet (medsight.data.findings)
+    curation: Literal["covid-vs-normal", "covid-vs-pneumonia", "covid-findings"] | None = None
     kermany: str | None = None  # Kermany chest_xray folder; default: <data>/../chest_xray
     curation_other_source: Literal["kermany", "metadata"] = "kermany"
     # patient ids (docs/data.md): by default a CSV patient column, the DICOM PatientID (hashed),
@@ -73,6 +74,12 @@ class DataConfig(Strict):
     # first group) is the label, renamed by label_names; unmatched images keep their own label
     label_pattern: str | None = None
     label_names: dict[str, str] = Field(default_factory=dict)
+    # several labels per image (medsight.data.multilabel): `|`-separated findings in a CSV's
+    # label column, or (with `labels` naming columns) one column per finding holding 1 / 0 /
+    # -1 (uncertain: handled by `uncertain`) / empty (not recorded: left out, never negative)
+    multi_label: bool = False
+    labels: list[str] = Field(default_factory=list)
+    uncertain: Literal["ignore", "zeros", "ones"] = "ignore"
 
     @field_validator("patient_pattern", "label_pattern")
     @classmethod

@@ -69,3 +69,46 @@ def test_decide_takes_one_threshold_per_row() -> None:
 def test_softmax_is_stable_for_large_logits() -> None:
     probs = softmax(np.array([[1000.0, 0.0], [-1000.0, 1000.0]]))
     assert np.isfinite(probs).all() and probs.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def _multi(**changes) -> BundleSpec:
+    from medsight.data.multilabel import MultiLabelRule
+
+    names = ["Edema", "Mass", "Effusion"]
+    return _spec(
+        class_names=names,
+        positive_class=None,
+        multi_label=MultiLabelRule(labels=names),
+        **changes,
+    )
+
+
+def test_multi_label_probabilities_are_independent_sigmoids_per_label() -> None:
+    spec = _multi(label_temperatures=[1.0, 2.0, 0.5], label_thresholds=[0.5, 0.2, 0.9])
+    assert spec.task == "multilabel" and spec.positive_index is None
+    logits = np.array([[0.0, 2.0, 1.0], [-1.0, -1.0, 3.0]])
+    probs = spec.probabilities(logits)
+    expected = 1 / (1 + np.exp(-logits / np.array([1.0, 2.0, 0.5])))
+    assert np.allclose(probs, expected, atol=1e-6)
+    assert not np.allclose(probs.sum(axis=1), 1)  # labels do not compete
+    raw = spec.probabilities(logits, calibrated=False)
+    assert np.allclose(raw, 1 / (1 + np.exp(-logits)), atol=1e-6)
+    # each label at its own threshold: row 0: 0.5 >= 0.5, 0.73 >= 0.2, 0.88 < 0.9;
+    # row 1: 0.27 < 0.5, 0.38 >= 0.2, 0.998 >= 0.9
+    assert spec.decide(probs).tolist() == [[1, 1, 0], [0, 1, 1]]
+    assert spec.decision_names(probs) == ["Edema|Mass", "Mass|Effusion"]
+    assert spec.decision_names(np.zeros((1, 3))) == ["No Finding"]
+
+
+def test_a_multi_label_spec_without_fitted_values_uses_one_and_a_half() -> None:
+    spec = _multi()
+    probs = spec.probabilities(np.array([[0.0, 50.0, -50.0]]))
+    assert probs.tolist() == [[0.5, 1.0, 0.0]] and spec.decide(probs).tolist() == [[1, 1, 0]]
+
+
+def test_single_label_only_commands_refuse_a_multi_label_bundle() -> None:
+    from medsight.errors import MedsightError
+
+    _spec().require_single_label("compare")  # a binary bundle passes
+    with pytest.raises(MedsightError, match="compare compares one label per image"):
+        _multi().require_single_label("compare")

@@ -9,7 +9,8 @@ from medsight.bundle import BundleSpec
 from medsight.config import load_recipe
 from medsight.evaluation.card import DATA_LICENCES, model_card
 from medsight.evaluation.metrics import class_rows
-from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS
+from medsight.evaluation.multilabel import PER_LABEL_HEADER, multilabel_metrics, per_label_rows
+from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS, MULTILABEL_ROWS, figure_text
 from medsight.evaluation.summary import evaluate_predictions
 from medsight.models.lungs import LungSpec
 
@@ -360,3 +361,54 @@ def test_unknown_data_claims_no_licence_or_dataset() -> None:
     assert data.eval_results[0].dataset_type == "custom"
     no_figures = ModelCard(model_card(_spec(), {})).data
     assert no_figures.eval_results is None and no_figures.license == "unknown"
+
+
+def _multilabel() -> dict:
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, (80, 2))
+    targets = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(float)
+    targets[::5, 1] = np.nan
+    probs = 1 / (1 + np.exp(-z))
+    metrics = multilabel_metrics(targets, probs, [0.4, 0.6], ["Effusion", "Nodule"], resamples=50)
+    return {**metrics, "split": "test"}
+
+
+def test_multilabel_card_has_a_per_label_table_with_intervals() -> None:
+    metrics = _multilabel()
+    # the card reads the task from the evaluation, whatever the spec says
+    lines = _lines(model_card(_spec(class_names=["Effusion", "Nodule"]), metrics))
+    assert (
+        "Research on finding Effusion, Nodule in images, each finding decided on its own. Inputs "
+        "should resemble the training data (same modality, view and preprocessing)."
+    ) in lines
+    assert any(
+        line.startswith("- Multi-label: one calibrated probability per finding") for line in lines
+    )
+    assert not any(line.startswith(("- Threshold", "- Multi-class")) for line in lines)
+    for key, label in MULTILABEL_ROWS:
+        assert f"| {label} | {figure_text({**metrics['figures'][key]})} |" in lines
+    assert not any(line.startswith(("| Accuracy |", "| Baseline")) for line in lines)
+    start = lines.index("| " + " | ".join(PER_LABEL_HEADER) + " |")
+    assert lines[start + 1] == "|---|---|---|---|---|---|---|---|"
+    table = lines[start + 2 : start + 4]
+    assert table == ["| " + " | ".join(row) + " |" for row in per_label_rows(metrics)]
+    nodule = metrics["per_label"]["Nodule"]
+    assert table[1].startswith(f"| Nodule | {nodule['n']} | {nodule['positives']} | 0.6000 | ")
+    assert "(95 % CI " in table[1]
+
+
+def test_multilabel_hub_metadata_has_each_labels_roc_auc() -> None:
+    from huggingface_hub import ModelCard
+
+    metrics = _multilabel()
+    data = ModelCard(model_card(_spec(), metrics)).data
+    results = {r.metric_name or r.metric_type: r for r in data.eval_results}
+    assert {"macro_roc_auc", "micro_roc_auc", "ROC-AUC (Effusion)", "ROC-AUC (Nodule)"} <= set(
+        results
+    )
+    figure = metrics["per_label"]["Nodule"]["roc_auc"]
+    nodule = results["ROC-AUC (Nodule)"]
+    assert nodule.metric_type == "roc_auc"
+    assert nodule.metric_value == pytest.approx(figure["value"], abs=1e-4)
+    assert nodule.metric_args["ci_low"] == pytest.approx(figure["ci_low"], abs=1e-4)
+    assert data.metrics.count("roc_auc") == 1

@@ -14,7 +14,15 @@ import pytest
 from medsight.bundle import BundleSpec
 from medsight.config import load_recipe, save_recipe
 from medsight.evaluation.metrics import class_rows
-from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS, recipe_of, write_report
+from medsight.evaluation.multilabel import multilabel_metrics
+from medsight.evaluation.report import (
+    BINARY_ROWS,
+    MULTICLASS_ROWS,
+    MULTILABEL_ROWS,
+    metric_rows,
+    recipe_of,
+    write_report,
+)
 from medsight.evaluation.summary import evaluate_predictions
 
 BINARY = {"class_names": ["NORMAL", "PNEUMONIA"], "positive_class": "PNEUMONIA"}
@@ -357,3 +365,32 @@ def test_what_the_model_had_seen_is_shown(
 def test_a_training_run_has_no_seen_paragraph(tmp_path: Path) -> None:
     html = write_report(_folder(tmp_path, {**_metrics(BINARY), "split": "test"})).read_text()
     assert 'id="seen-in-training"' not in html
+
+
+def _multilabel(seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, (80, 2))
+    targets = (rng.random(z.shape) < 1 / (1 + np.exp(-z))).astype(float)
+    targets[::5, 1] = np.nan
+    probs = 1 / (1 + np.exp(-z))
+    return multilabel_metrics(targets, probs, [0.4, 0.6], ["Effusion", "Nodule"], resamples=20)
+
+
+def test_multilabel_report_has_rows_per_label_and_no_binary_rows(tmp_path: Path) -> None:
+    metrics = {**_multilabel(), "split": "test", "val": _multilabel(seed=1)}
+    html = write_report(_folder(tmp_path, metrics)).read_text()
+    rows = _rows(html)
+    assert rows == [label for _, label in metric_rows(metrics)] + ["Images"]
+    assert rows[: len(MULTILABEL_ROWS)] == [label for _, label in MULTILABEL_ROWS]
+    assert {"Effusion: ROC-AUC", "Nodule: threshold", "Nodule: sensitivity"} <= set(rows)
+    assert "Accuracy" not in rows and "Sensitivity (recall, disease)" not in rows
+    table = html.split('<table id="metrics-table">')[1].split("</table>")[0]
+    nodule = table.split("<td>Nodule: ROC-AUC</td>")[1].split("</tr>")[0]
+    for m in (metrics["val"], metrics):  # one column per split, each with its interval
+        roc = m["per_label"]["Nodule"]["roc_auc"]
+        assert f'{roc["value"]:.3f} <span class="ci">[{roc["ci_low"]:.3f}, ' in nodule
+    threshold = table.split("<td>Nodule: threshold</td>")[1].split("</tr>")[0]
+    assert threshold.count("0.600") == 2
+    prevalence = table.split("<td>Effusion: prevalence")[1].split("</tr>")[0]
+    effusion = metrics["per_label"]["Effusion"]
+    assert f"{effusion['positives'] / effusion['n']:.3f}" in prevalence

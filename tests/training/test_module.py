@@ -92,3 +92,39 @@ def test_mixup_weight_must_not_be_negative() -> None:
 
     with pytest.raises(ValueError, match="mixup"):
         TrainConfig(mixup=-0.1)
+
+
+def test_masked_bce_leaves_missing_labels_out() -> None:
+    from medsight.training.module import MaskedBCE, label_accuracy
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.0, 4.0]])
+    targets = torch.tensor([[1.0, float("nan"), 0.0], [0.0, 1.0, float("nan")]])
+    loss = MaskedBCE()(logits, targets)
+    observed = ~torch.isnan(targets)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[observed], targets[observed]
+    )
+    torch.testing.assert_close(loss, expected)
+    # whatever a missing entry's logit, it changes nothing; counted as 0 it would
+    moved = logits.clone()
+    moved[0, 1], moved[1, 2] = 9.0, -9.0
+    torch.testing.assert_close(MaskedBCE()(moved, targets), loss)
+    assert not torch.allclose(
+        torch.nn.functional.binary_cross_entropy_with_logits(moved, targets.nan_to_num()),
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.nan_to_num()),
+    )
+    # of the 4 recorded labels only (0.5 > 0 but absent) is wrong at probability 0.5
+    assert float(label_accuracy(logits, targets)) == pytest.approx(3 / 4)
+
+
+def test_masked_bce_weights_positives() -> None:
+    from medsight.training.module import MaskedBCE
+
+    logits = torch.tensor([[0.3, -0.2]])
+    targets = torch.tensor([[1.0, 0.0]])
+    plain, weighted = MaskedBCE()(logits, targets), MaskedBCE(torch.tensor([4.0, 4.0]))
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, targets, pos_weight=torch.tensor([4.0, 4.0])
+    )
+    torch.testing.assert_close(weighted(logits, targets), expected)
+    assert float(weighted(logits, targets)) > float(plain)

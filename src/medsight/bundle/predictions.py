@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from medsight.bundle.spec import BundleSpec
+from medsight.data.multilabel import LABEL_PREFIX
 
 
 def prediction_columns(spec: BundleSpec) -> list[str]:
@@ -37,15 +38,18 @@ def predictions_frame(
     """
     if domain_score is None:
         domain_score = np.full(len(probs), np.nan)
+    # a multi-label table keeps each label's truth (missing ones stay empty)
+    truth = {c: frame[c].to_numpy() for c in frame.columns if c.startswith(LABEL_PREFIX)}
     return pd.DataFrame(
         {
             "path": frame["path"].to_numpy(),
             "label": frame["label"].to_numpy(),
             # unrounded: rounding creates ties that change the ROC-AUC computed from this file
             "probability": spec.score(probs),
-            "prediction": [spec.class_names[i] for i in spec.decide(probs)],
+            "prediction": spec.decision_names(probs),
             **{f"p_{name}": probs[:, i] for i, name in enumerate(spec.class_names)},
             "in_domain": in_domain_column(domain_score),
             "domain_score": domain_score,
+            **truth,
         }
     )

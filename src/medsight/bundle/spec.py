@@ -13,10 +13,12 @@ import numpy as np
 from pydantic import BaseModel
 
 from medsight.bundle.domain import DomainSpec
+from medsight.data.multilabel import NO_FINDING, MultiLabelRule
+from medsight.errors import MedsightError
 from medsight.models.lungs import LungSpec
 
 FORMAT_VERSION = 1
-Task = Literal["binary", "multiclass"]
+Task = Literal["binary", "multiclass", "multilabel"]
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -24,6 +26,12 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def sigmoid(logits: np.ndarray, temperatures: np.ndarray | float = 1.0) -> np.ndarray:
+    """Element-wise logistic of ``logits / temperatures`` (one temperature per column)."""
+    z = np.asarray(logits, dtype=np.float64) / temperatures
+    return (0.5 * (1 + np.tanh(0.5 * z))).astype(np.float32)  # stable for large |z|
 
 
 def decide(
@@ -62,6 +70,13 @@ class BundleSpec(BaseModel):
     # it on the same kind of folder labels the images as training did
     label_pattern: str | None = None
     label_names: dict[str, str] = {}
+    # several labels per image (medsight.data.multilabel): a sigmoid per label, each with its
+    # own temperature and threshold chosen on val; the rule reads an evaluation sheet as
+    # training read its data
+    multi_label: MultiLabelRule | None = None
+    label_temperatures: list[float] = []
+    label_thresholds: list[float] = []
+    label_threshold_rules: list[str] = []
     # is an image like the training images? (domain.safetensors; None: bundles made before it)
     domain: DomainSpec | None = None
     recipe: str | None = None
@@ -71,10 +86,16 @@ class BundleSpec(BaseModel):
 
     @property
     def task(self) -> Task:
-        """``binary`` (two classes, one of them the disease class), else ``multiclass``."""
+        """``multilabel`` (several labels per image), ``binary`` (two classes, one of them the
+        disease class), else ``multiclass``."""
+        if self.multi_label is not None:
+            return "multilabel"
         if self.positive_class in self.class_names and len(self.class_names) == 2:
             return "binary"
         return "multiclass"
+
+    def _per_label(self, values: list[float], default: float) -> np.ndarray:
+        return np.asarray(values or [default] * len(self.class_names), dtype=np.float64)
 
     @property
     def positive_index(self) -> int | None:
@@ -82,12 +103,41 @@ class BundleSpec(BaseModel):
         return self.class_names.index(self.positive_class) if self.task == "binary" else None
 
     def probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
-        """Class probabilities from raw logits, temperature-scaled unless ``calibrated=False``."""
+        """Class probabilities from raw logits (a multi-label bundle: each label's own),
+        temperature-scaled unless ``calibrated=False``."""
+        if self.task == "multilabel":
+            temperatures = self._per_label(self.label_temperatures, 1.0)
+            return sigmoid(logits, temperatures if calibrated else 1.0)
         return softmax(logits, self.temperature if calibrated else 1.0)
 
     def decide(self, probs: np.ndarray) -> np.ndarray:
-        """The predicted class index of each row, at the bundle's threshold when binary."""
+        """The predicted class index of each row, at the bundle's threshold when binary; for a
+        multi-label bundle an (N, L) 0/1 array, each label at its own threshold."""
+        if self.task == "multilabel":
+            thresholds = self._per_label(self.label_thresholds, 0.5)
+            return (probs >= thresholds).astype(np.int64)
         return decide(probs, self.positive_index, self.threshold)
+
+    def require_single_label(self, what: str) -> None:
+        """Refuse, in one line, what is only defined for one label per image."""
+        if self.task == "multilabel":
+            raise MedsightError(
+                f"{what} compares one label per image; {self.recipe or self.model_name} is a "
+                f"multi-label model ({', '.join(self.class_names)}): use evaluate, whose "
+                "per_label figures score each label"
+            )
+
+    def findings(self, decided: np.ndarray) -> list[str]:
+        """A multi-label decision row's labels (those at or above their thresholds)."""
+        return [n for n, d in zip(self.class_names, decided, strict=True) if d]
+
+    def decision_names(self, probs: np.ndarray) -> list[str]:
+        """Each row's decision as text: its class, or a multi-label row's findings joined by
+        ``|`` (``No Finding`` when none reaches its threshold)."""
+        decided = self.decide(probs)
+        if self.task == "multilabel":
+            return ["|".join(self.findings(row)) or NO_FINDING for row in decided]
+        return [self.class_names[i] for i in decided]
 
     def domain_scores(self, distances: np.ndarray | None, n: int) -> np.ndarray:
         """``domain_score`` per image (above 1: out of domain); NaN where the bundle has no
@@ -98,6 +148,6 @@ class BundleSpec(BaseModel):
 
     def score(self, probs: np.ndarray) -> np.ndarray:
         """The one probability a row is summed up by: the disease class's (binary), else the
-        predicted class's."""
+        predicted class's (multi-label: its most probable label's)."""
         pos = self.positive_index
         return probs[:, pos] if pos is not None else probs.max(axis=1)

@@ -30,6 +30,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     inspect.add_argument(
         "--patient-from", choices=["parent"], help="try a recipe's data.patient_from"
     )
+    inspect.add_argument(
+        "--multi-label",
+        action="store_true",
+        help="the label column holds '|'-separated findings (data.multi_label)",
+    )
+    inspect.add_argument(
+        "--labels", metavar="A,B", help="the labels, or a column per label (data.labels)"
+    )
     download = data_cmds.add_parser("download", help="fetch a public dataset into the cache")
     download.add_argument("name", help="dataset name: malaria, kermany or covid")
     download.add_argument(
@@ -99,7 +107,10 @@ def run_data(args: argparse.Namespace) -> None:
     from medsight import api
 
     if args.data_command == "inspect":
-        found = api.inspect(args.path, args.patient_pattern, args.patient_from)
+        labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
+        found = api.inspect(
+            args.path, args.patient_pattern, args.patient_from, args.multi_label, labels
+        )
         print(json.dumps(found.to_dict(), indent=2) if args.json else found.text())
     else:
         print(api.download(args.name, args.root))

@@ -170,14 +170,22 @@ def _metadata_rows(
     sheet: pd.DataFrame, root: Path, findings: set[str] | frozenset[str], label: str,
     skipped: list[tuple[str, str]],
 ) -> list[Row]:  # fmt: skip
-    """PA X-ray rows with one of ``findings`` whose image exists; the others go to ``skipped``.
+    """PA X-ray rows with one of ``findings`` whose image exists (:func:`metadata_images`)."""
+    keep = (
+        (sheet["modality"] == "X-ray") & sheet["finding"].isin(findings) & (sheet["view"] == "PA")
+    )
+    return metadata_images(sheet, root, keep, label, skipped)
+
+
+def metadata_images(
+    sheet: pd.DataFrame, root: Path, keep: pd.Series, label: str, skipped: list[tuple[str, str]]
+) -> list[Row]:
+    """The ``keep`` rows whose image exists (each row's sheet index under ``record``); the
+    others go to ``skipped``.
 
     A file listed twice (the snapshot lists some under two patient ids) is used once, and the
     two ids are merged into one patient so that the image cannot sit on both sides of a split.
     """
-    keep = (
-        (sheet["modality"] == "X-ray") & sheet["finding"].isin(findings) & (sheet["view"] == "PA")
-    )
     rows: dict[str, Row] = {}
     alias: dict[str, str] = {}
     for number, record in sheet[keep].iterrows():
@@ -189,7 +197,8 @@ def _metadata_rows(
         elif not path.is_file():
             skipped.append((str(path), f"{where}: image file is missing"))
         else:
-            rows[str(path)] = _row(path, label, patient, "ieee8023", record["date"] or None)
+            row = _row(path, label, patient, "ieee8023", record["date"] or None)
+            rows[str(path)] = {**row, "record": number}
     return [{**r, "patient": alias.get(r["patient"], r["patient"])} for r in rows.values()]
 
 

@@ -156,13 +156,20 @@ class ArrayDataset(Dataset):
         epochs, rows = np.divmod(keys.astype(np.int64), len(self.pixels))
         return rows, (self.seed * EPOCH_STRIDE + epochs) * EPOCH_STRIDE + rows
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, int, int]:
+    def _labels(self, rows: np.ndarray) -> torch.Tensor:
+        """Class indices (int64), or a multi-label task's (N, L) float32 targets (NaN: missing)."""
+        labels = self.labels[rows]
+        floats = np.issubdtype(labels.dtype, np.floating)
+        return torch.from_numpy(labels.astype(np.float32 if floats else np.int64))
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, int | torch.Tensor, int]:
         rows, seeds = self._split(np.array([key]))
         image = torch.from_numpy(self.pixels[rows[0]]).permute(2, 0, 1)
-        return image, int(self.labels[rows[0]]), int(seeds[0])
+        label = self._labels(rows)[0]
+        return image, label if label.is_floating_point() else int(label), int(seeds[0])
 
     def __getitems__(self, keys: list[int]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         """A batch: (N, C, H, W) uint8 images, labels and seeds."""
         rows, seeds = self._split(np.asarray(keys))
         images = torch.from_numpy(self.pixels[rows]).permute(0, 3, 1, 2)
-        return images, torch.from_numpy(self.labels[rows].astype(np.int64)), seeds.tolist()
+        return images, self._labels(rows), seeds.tolist()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medsight.data.io import content_sha256, read_image
+from medsight.data.multilabel import MultiLabelRule
 from medsight.data.patients import DEFAULT_RULE, PatientCoverage, PatientRule
 from medsight.data.sources import load_table
 from medsight.data.splits import find_leakage
@@ -56,6 +57,7 @@ class Inspection:
             f"source: {self.source}",
             f"images: {s['n_images']}   patient groups: {s['n_patients']}",
             self.patients_line(),
+            *(["images with each label (multi-label):"] if s.get("multi_label") else []),
             "",
             head + f"{'total':>9}{'patients':>10}",
         ]
@@ -86,11 +88,14 @@ class Inspection:
 
 
 def inspect_data(
-    path: str | Path, threads: int = 2, patients: PatientRule = DEFAULT_RULE
+    path: str | Path,
+    threads: int = 2,
+    patients: PatientRule = DEFAULT_RULE,
+    multi: MultiLabelRule | None = None,
 ) -> Inspection:
     """Count, decode and hash every image of a data source (patient ids by ``patients``, so a
-    recipe's rule can be tried before training)."""
-    table = load_table(path, patients=patients)
+    recipe's rule can be tried before training; several labels per image by ``multi``)."""
+    table = load_table(path, patients=patients, multi=multi)
     frame = table.frame
     result = Inspection(table.source, data_summary(table), unreadable=list(table.skipped))
     hashes: list[str] = [""] * len(frame)

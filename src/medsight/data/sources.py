@@ -16,6 +16,13 @@ import numpy as np
 import pandas as pd
 
 from medsight.data.io import is_image_file, npz_entry
+from medsight.data.multilabel import (
+    MultiLabelRule,
+    is_multi_label,
+    strata,
+    summary_labels,
+    targets_of,
+)
 from medsight.data.patients import DEFAULT_RULE, PatientRule, identify_patients
 from medsight.errors import DataError
 
@@ -27,7 +34,7 @@ SPLIT_ALIASES = {
     "test": "test", "testing": "test",
 }  # fmt: skip
 PATH_COLUMNS = ("path", "filename", "file", "image", "image_path")
-LABEL_COLUMNS = ("label", "class", "finding", "target")
+LABEL_COLUMNS = ("label", "class", "finding", "finding labels", "finding_labels", "target")
 PATIENT_COLUMNS = ("patient", "patientid", "patient_id", "subject")
 SOURCE_COLUMNS = ("source", "site", "dataset", "hospital")
 
@@ -46,13 +53,40 @@ class ImageTable:
 
     @property
     def labels(self) -> np.ndarray:
-        """Class indices aligned with ``frame`` rows."""
+        """Class indices aligned with ``frame`` rows (single-label tasks)."""
         index = {name: i for i, name in enumerate(self.class_names)}
         return self.frame["label"].map(index).to_numpy(dtype=np.int64)
 
     @property
+    def multi_label(self) -> bool:
+        """Several labels per image (:mod:`medsight.data.multilabel`): ``class_names`` are the
+        labels, ``targets`` their values."""
+        return is_multi_label(self.frame, self.class_names)
+
+    @property
+    def targets(self) -> np.ndarray:
+        """(N, L) float32 of a multi-label task: 1 present, 0 absent, NaN not recorded."""
+        return targets_of(self.frame, self.class_names)
+
+    @property
+    def strata(self) -> np.ndarray:
+        """What stratified splits balance: the class, or a multi-label row's rarest finding."""
+        return strata(self.targets) if self.multi_label else self.labels
+
+    @property
     def has_splits(self) -> bool:
         return bool(self.frame["split"].notna().any())
+
+    def keep_labels(self, names: list[str]) -> ImageTable:
+        """A multi-label table with only ``names`` of its labels (``data.labels``)."""
+        unknown = [n for n in names if n not in self.class_names]
+        if unknown or not self.multi_label:
+            raise DataError(
+                f"{self.source}: data.labels names {unknown or names}, which are not among its "
+                f"labels {self.class_names}"
+            )
+        frame = self.frame.assign(label=summary_labels(targets_of(self.frame, names), names))
+        return ImageTable(frame, list(names), self.source, self.skipped)
 
     def subset(self, split: str) -> ImageTable:
         """The rows of one split, with the same class names."""
@@ -65,12 +99,16 @@ class ImageTable:
 
 
 def load_table(
-    path: str | Path, class_names: list[str] | None = None, patients: PatientRule = DEFAULT_RULE
+    path: str | Path,
+    class_names: list[str] | None = None,
+    patients: PatientRule = DEFAULT_RULE,
+    multi: MultiLabelRule | None = None,
 ) -> ImageTable:
     """Open any supported source: a folder, a ``.csv`` sheet or a MedMNIST ``.npz`` file.
 
     ``patients`` is the recipe's own patient-id rule, if any (:mod:`medsight.data.patients`);
-    every row records in ``patient_source`` which rule gave its id.
+    every row records in ``patient_source`` which rule gave its id. ``multi`` reads a CSV's
+    rows as several labels each (:mod:`medsight.data.multilabel`).
 
     A public dataset's name (``malaria``, ``kermany``) that is not a local path is downloaded
     into the cache (``MEDSIGHT_DATA``) on first use. ``medmnist:<flag>`` (e.g.
@@ -90,10 +128,15 @@ def load_table(
             f"{path}: no such file or folder (expected a class-folder tree, a CSV "
             "with path,label[,patient,split] columns, or a MedMNIST .npz)"
         )
+    if multi is not None and path.suffix.lower() != ".csv":
+        raise DataError(
+            f"{path}: a multi-label task reads a CSV sheet (a label column of '|'-separated "
+            "findings, or one column per finding); folders and .npz files hold one label each"
+        )
     if path.is_dir():
         table = from_folder(path, patients)
     elif path.suffix.lower() == ".csv":
-        table = from_csv(path, patients)
+        table = from_csv(path, patients, multi)
     elif path.suffix.lower() == ".npz":
         table = from_npz(path, class_names)
     else:
@@ -143,27 +186,32 @@ def _pick(columns: list[str], candidates: tuple[str, ...], csv: Path, required: 
     return None
 
 
-def from_csv(csv: Path, patients: PatientRule = DEFAULT_RULE) -> ImageTable:
+def from_csv(
+    csv: Path, patients: PatientRule = DEFAULT_RULE, multi: MultiLabelRule | None = None
+) -> ImageTable:
     """A sheet with path and label columns (patient and split optional).
 
     Relative paths are resolved against the CSV's folder. Rows whose image file is missing are
-    skipped and listed in ``skipped`` rather than failing the whole sheet.
+    skipped and listed in ``skipped`` rather than failing the whole sheet. With ``multi`` each
+    row gives several labels: one column per finding, or ``|``-separated findings in the label
+    column (:mod:`medsight.data.multilabel`).
     """
     try:
         sheet = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise DataError(f"{csv}: not a readable CSV file ({exc})") from exc
     columns = list(sheet.columns)
+    by_column = multi is not None and multi.columns_layout(columns)
     path_col = _pick(columns, PATH_COLUMNS, csv, required=True)
-    label_col = _pick(columns, LABEL_COLUMNS, csv, required=True)
+    label_col = _pick(columns, LABEL_COLUMNS, csv, required=not by_column)
     patient_col = _pick(columns, PATIENT_COLUMNS, csv, required=False)
     split_col = _pick(columns, ("split", "fold_split", "subset"), csv, required=False)
     source_col = _pick(columns, SOURCE_COLUMNS, csv, required=False)
     folder_col = "folder" if "folder" in columns and path_col == "filename" else None
-    rows, skipped = [], []
+    rows, kept, skipped = [], [], []
     for number, record in enumerate(sheet.to_dict("records"), start=2):
         raw = record[path_col].strip()
-        label = record[label_col].strip()
+        label = record[label_col].strip() if label_col and not by_column else "-"
         if not raw or not label:
             skipped.append((f"{csv}:{number}", "row has an empty path or label"))
             continue
@@ -181,13 +229,52 @@ def from_csv(csv: Path, patients: PatientRule = DEFAULT_RULE) -> ImageTable:
             )
         source = record[source_col].strip() if source_col else None
         rows.append((file, label, patient, SPLIT_ALIASES.get(split), source or None))
+        kept.append(number - 2)
     if skipped:
         log.warning("%s: %d row(s) skipped, e.g. %s: %s", csv, len(skipped), *skipped[0])
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "source"])
     if not source_col:
         frame = frame.drop(columns="source")
     frame = identify_patients(frame, patients, csv.parent)
-    return ImageTable(frame, sorted(frame["label"].unique()), f"csv {csv}", skipped)
+    if multi is None:
+        joined = frame.loc[frame["label"].str.contains("|", regex=False), "label"]
+        if len(joined):
+            raise DataError(
+                f"{csv}: label {joined.iloc[0]!r} lists several findings; for a multi-label "
+                "task set data.multi_label=true (or data.labels=[...], docs/data.md)"
+            )
+        return ImageTable(frame, sorted(frame["label"].unique()), f"csv {csv}", skipped)
+    return _multi_label(
+        frame, sheet.iloc[kept].reset_index(drop=True), multi, label_col, csv, skipped
+    )
+
+
+def _multi_label(
+    frame: pd.DataFrame,
+    sheet: pd.DataFrame,
+    multi: MultiLabelRule,
+    label_col: str | None,
+    csv: Path,
+    skipped: list[tuple[str, str]],
+) -> ImageTable:
+    """The table of a multi-label sheet: one ``label:<name>`` column per label, and ``label``
+    the row's present findings joined by ``|``."""
+    if multi.columns_layout(list(sheet.columns)):
+        names, values = list(multi.labels), multi.from_columns(sheet, str(csv))
+    elif label_col is None:
+        raise DataError(f"{csv}: no label column and no column per label {multi.labels}")
+    else:
+        present = [n for n in multi.labels if n in sheet.columns]
+        if present:
+            absent = [n for n in multi.labels if n not in sheet.columns]
+            raise DataError(
+                f"{csv}: has columns for {present} but not for {absent}; give a column per "
+                "label in data.labels, or '|'-separated findings in one label column"
+            )
+        names, values = multi.from_lists(sheet[label_col], str(csv))
+    frame = frame.assign(**values)
+    frame["label"] = summary_labels(targets_of(frame, names), names)
+    return ImageTable(frame, names, f"csv {csv}", skipped)
 
 
 def medmnist_class_names(flag: str) -> list[str] | None:

@@ -91,7 +91,7 @@ def assign_splits(
             "train and test, which inflates held-out results (tutorial reproduction)"
         )
     groups = split_groups(frame, by)
-    labels = table.labels
+    labels = table.strata
     if not frame["split"].notna().any():
         test_mask = _carve(labels, groups, test, seed)
         frame.loc[test_mask, "split"] = "test"
@@ -110,7 +110,7 @@ def assign_folds(table: ImageTable, k: int, seed: int = 0, by: str = "patient") 
     groups = split_groups(table.frame, by)
     folds = np.full(len(table), -1, dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(table)), table.labels, groups)):
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(table)), table.strata, groups)):
         folds[held] = fold
     return folds
 

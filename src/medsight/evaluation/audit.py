@@ -227,6 +227,7 @@ def audit_bundle(
     each is one source. When ``out`` holds no evaluation yet, one is written first.
     """
     bundle = load_bundle(bundle_path)
+    bundle.spec.require_single_label("audit (its source and occlusion probes)")
     scored, facts = score_labelled(bundle_path, bundle, data)
     sources = scored.table.frame["source"] if "source" in scored.table.frame else None
     audit = audit_scored(bundle, scored.table, scored.pixels, sources, seed)

@@ -13,7 +13,14 @@ from medsight.bundle.runtime import int8_card_lines
 from medsight.config import Recipe
 from medsight.evaluation.card_metadata import hub_metadata
 from medsight.evaluation.metrics import class_rows
-from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS, split_line
+from medsight.evaluation.multilabel import PER_LABEL_HEADER, per_label_rows
+from medsight.evaluation.report import (
+    BINARY_ROWS,
+    MULTICLASS_ROWS,
+    MULTILABEL_ROWS,
+    figure_text,
+    split_line,
+)
 
 # What is known of the licences of the public datasets the built-in recipes use.
 DATA_LICENCES = {
@@ -24,13 +31,8 @@ DATA_LICENCES = {
 
 
 def _figure(metrics: dict[str, Any], key: str) -> str:
-    value = metrics.get(key)
-    if value is None:
-        return "n/a"
     ci = (metrics.get("figures") or {}).get(key) or {}
-    if ci.get("ci_low") is None:
-        return f"{value:.3f}"
-    return f"{value:.3f} (95 % CI {ci['ci_low']:.3f} to {ci['ci_high']:.3f})"
+    return figure_text({**ci, "value": metrics.get(key)})
 
 
 def _lung_crop_line(spec: BundleSpec) -> list[str]:
@@ -57,6 +59,7 @@ def model_card(
     data = metrics.get("data") or {}
     source = data.get("source", "unknown")
     licences = [text for key, text in DATA_LICENCES.items() if key in str(source).lower()]
+    multilabel = metrics.get("task") == "multilabel"
     lines = [
         f"# Model card: {title}",
         "",
@@ -64,8 +67,7 @@ def model_card(
         "clinical study. Do not use it to diagnose or treat patients.",
         "",
         "## Intended use",
-        f"Research on classifying {', '.join(spec.class_names)} images"
-        + (f" (disease class: {spec.positive_class})" if spec.task == "binary" else "")
+        _intended_use(spec, metrics)
         + ". Inputs should resemble the training data (same modality, view and preprocessing).",
         "",
         "## Model",
@@ -84,10 +86,7 @@ def model_card(
         f"{metrics.get('leakage', 'not checked')}",
         "",
         "## Decision threshold and calibration",
-        f"- Threshold {spec.threshold:.4f} on the calibrated probability ({spec.threshold_rule})"
-        if spec.task == "binary"
-        else "- Multi-class: the most probable class is predicted",
-        f"- Temperature scaling: T = {spec.temperature:.3f} (fitted on the validation split)",
+        *_decision_lines(spec, multilabel),
         "",
         *domain_lines(spec, metrics.get("domain")),
     ]
@@ -97,7 +96,12 @@ def model_card(
             f"- Expected calibration error {calibration['ece_before']:.3f} before, "
             f"{calibration['ece_after']:.3f} after"
         )
-    rows = BINARY_ROWS if spec.task == "binary" else MULTICLASS_ROWS + class_rows(spec.class_names)
+    if multilabel:
+        rows = MULTILABEL_ROWS
+    elif spec.task == "binary":
+        rows = BINARY_ROWS
+    else:
+        rows = MULTICLASS_ROWS + class_rows(spec.class_names)
     lines += [
         "",
         f"## Performance ({metrics.get('split') or 'evaluation'} set, "
@@ -107,6 +111,11 @@ def model_card(
         "|---|---|",
         *(f"| {label} | {_figure(metrics, key)} |" for key, label in rows),
     ]
+    if multilabel:
+        heading = "### Per label (each at its own threshold, on the images it is recorded for)"
+        head, rule = " | ".join(PER_LABEL_HEADER), "|" + "---|" * len(PER_LABEL_HEADER)
+        table = [f"| {' | '.join(row)} |" for row in per_label_rows(metrics)]
+        lines += ["", heading, "", f"| {head} |", rule, *table]
     baselines = metrics.get("baselines")
     if baselines:
         lines.append(
@@ -132,6 +141,29 @@ def model_card(
         limitations.append("No shortcut audit run yet (`medsight audit`).")
     lines += [f"- {text}" for text in limitations]
     return hub_metadata(spec, metrics) + "\n".join(lines) + "\n"
+
+
+def _intended_use(spec: BundleSpec, metrics: dict[str, Any]) -> str:
+    if metrics.get("task") == "multilabel":
+        findings = ", ".join(metrics.get("labels") or spec.class_names)
+        return f"Research on finding {findings} in images, each finding decided on its own"
+    disease = f" (disease class: {spec.positive_class})" if spec.task == "binary" else ""
+    return f"Research on classifying {', '.join(spec.class_names)} images{disease}"
+
+
+def _decision_lines(spec: BundleSpec, multilabel: bool) -> list[str]:
+    if multilabel:
+        return [
+            "- Multi-label: one calibrated probability per finding, each decided at its own "
+            "threshold (in the per-label table below)",
+            "- Temperature scaling: one temperature per finding (fitted on the validation split)",
+        ]
+    return [
+        f"- Threshold {spec.threshold:.4f} on the calibrated probability ({spec.threshold_rule})"
+        if spec.task == "binary"
+        else "- Multi-class: the most probable class is predicted",
+        f"- Temperature scaling: T = {spec.temperature:.3f} (fitted on the validation split)",
+    ]
 
 
 def domain_lines(spec: BundleSpec, summary: dict[str, Any] | None) -> list[str]:

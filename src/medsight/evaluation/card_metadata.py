@@ -23,6 +23,7 @@ KNOWN_DATASETS = {
     "covid": ("ieee8023-covid-chestxray-dataset", None),  # licence per image
 }
 CARD_FIGURES = ("accuracy", "sensitivity", "specificity", "roc_auc", "pr_auc", "f1")
+MULTILABEL_CARD_FIGURES = ("macro_roc_auc", "micro_roc_auc", "macro_pr_auc", "macro_f1")
 
 
 def hub_metadata(spec: BundleSpec, metrics: dict[str, Any]) -> str:
@@ -39,11 +40,12 @@ def hub_metadata(spec: BundleSpec, metrics: dict[str, Any]) -> str:
             dataset_name=f"{dataset} ({split} split, {metrics.get('n', 0)} images)",
             dataset_split=split,
             metric_type=key,
+            metric_name=name,
             metric_value=round(float(figure["value"]), 4),
             metric_args=_interval(figure),
         )
-        for key in CARD_FIGURES
-        if (figure := (metrics.get("figures") or {}).get(key)) and figure.get("value") is not None
+        for key, name, figure in _card_figures(metrics)
+        if figure and figure.get("value") is not None
     ]
     data = ModelCardData(
         library_name="medsight",
@@ -51,12 +53,25 @@ def hub_metadata(spec: BundleSpec, metrics: dict[str, Any]) -> str:
         pipeline_tag="image-classification",
         tags=["medsight", "medical-imaging", "image-classification", spec.task, spec.model_name],
         datasets=[dataset] if known else None,
-        metrics=[r.metric_type for r in results] or None,
+        metrics=list(dict.fromkeys(r.metric_type for r in results)) or None,
         model_name=spec.recipe or spec.model_name,
         eval_results=results or None,
         medsight_version=spec.medsight_version or __version__,
     )
     return f"---\n{data.to_yaml()}\n---\n"
+
+
+def _card_figures(metrics: dict[str, Any]) -> list[tuple[str, str | None, dict | None]]:
+    """(metric type, display name, figure) of the figures the Hub shows: a multi-label card's
+    averages and each label's ROC-AUC (a weak finding is not hidden behind the average)."""
+    figures = metrics.get("figures") or {}
+    if metrics.get("task") != "multilabel":
+        return [(key, None, figures.get(key)) for key in CARD_FIGURES]
+    rows = [(key, None, figures.get(key)) for key in MULTILABEL_CARD_FIGURES]
+    per_label = metrics.get("per_label") or {}
+    return rows + [
+        ("roc_auc", f"ROC-AUC ({n})", row.get("roc_auc")) for n, row in per_label.items()
+    ]
 
 
 def _interval(figure: dict[str, Any]) -> dict[str, Any] | None:

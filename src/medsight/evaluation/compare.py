@@ -72,6 +72,7 @@ def compare_bundles(
     had seen (``data.exclude_seen`` leaves out those either saw). Writes ``comparison.json``
     into ``out`` if given."""
     a, b = load_bundle(bundle_a), load_bundle(bundle_b)
+    a.spec.require_single_label("compare")
     if a.spec.class_names != b.spec.class_names or a.spec.positive_class != b.spec.positive_class:
         raise DataError(
             f"the bundles predict different classes ({a.spec.class_names}, positive "

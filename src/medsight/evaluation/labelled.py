@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from medsight.data.labels import LabelRule
+from medsight.data.multilabel import MultiLabelRule
 from medsight.data.sources import ImageTable, load_table
 from medsight.errors import DataError
 
@@ -101,11 +102,22 @@ class LabelledData:
     def name(self) -> str:
         return " + ".join(self.paths)
 
-    def load(self, class_names: list[str], labels: LabelRule | None = None) -> ImageTable:
+    def load(
+        self,
+        class_names: list[str],
+        labels: LabelRule | None = None,
+        multi: MultiLabelRule | None = None,
+    ) -> ImageTable:
         """The labelled images (relabelled by ``labels``, the bundle's rule for labels in file
-        paths), aligned with ``class_names``; with several paths, each row's ``source`` names
-        its path (:func:`source_names`)."""
-        tables = [self._load_one(path, class_names, labels) for path in self.paths]
+        paths; or read as several labels each by ``multi``, a multi-label bundle's rule),
+        aligned with ``class_names``; with several paths, each row's ``source`` names its path
+        (:func:`source_names`)."""
+        if multi is not None and (self.class_map or self.drop_unknown):
+            raise DataError(
+                "--class-map and --drop-unknown-classes apply to single-label models; a "
+                f"multi-label model reads its labels {class_names} from the sheet's columns"
+            )
+        tables = [self._load_one(path, class_names, labels, multi) for path in self.paths]
         if len(tables) == 1:
             return tables[0]
         frames = [
@@ -119,9 +131,19 @@ class LabelledData:
             [s for t in tables for s in t.skipped],
         )
 
-    def _load_one(self, path: str, class_names: list[str], labels: LabelRule | None) -> ImageTable:
-        table = load_table(path)
-        if labels is not None and not set(table.frame["label"]) <= set(class_names):
+    def _load_one(
+        self,
+        path: str,
+        class_names: list[str],
+        labels: LabelRule | None,
+        multi: MultiLabelRule | None = None,
+    ) -> ImageTable:
+        table = load_table(path, multi=multi)
+        if (
+            multi is None
+            and labels is not None
+            and not set(table.frame["label"]) <= set(class_names)
+        ):
             table = labels.apply(table)  # e.g. a run's splits.csv holds its labels already
         if self.split:
             present = sorted(table.frame["split"].dropna().unique())
@@ -130,4 +152,6 @@ class LabelledData:
                     f"{path}: no images in split {self.split!r} (splits present: {present})"
                 )
             table = table.subset(self.split)
+        if multi is not None:
+            return table
         return align_classes(table, class_names, self.class_map, self.drop_unknown)

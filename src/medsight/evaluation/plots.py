@@ -180,3 +180,22 @@ def plot_reliability(before: list[dict], after: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     _save(fig, path)
+
+
+def plot_label_rocs(targets: np.ndarray, probs: np.ndarray, names: list[str], path: Path) -> None:
+    """A multi-label model's ROC curve per label, on the images where that label is recorded
+    (a label without both values on them has no curve and says so in the legend)."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    for j, name in enumerate(names):
+        observed = ~np.isnan(targets[:, j])
+        y = targets[observed, j] == 1
+        if y.all() or not y.any():
+            ax.plot([], [], label=f"{name}: needs images with and without it")
+            continue
+        fpr, tpr, _ = roc_curve(y, probs[observed, j])
+        ax.plot(fpr, tpr, label=f"{name} (n={int(observed.sum())}, {int(y.sum())} with)")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curve per label")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    _save(fig, path)

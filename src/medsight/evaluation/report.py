@@ -49,17 +49,78 @@ MULTICLASS_ROWS = [
     ("brier", "Brier score (lower is better)"),
     ("ece", "Expected calibration error (lower is better)"),
 ]
+MULTILABEL_ROWS = [
+    ("macro_roc_auc", "ROC-AUC (macro over labels)"),
+    ("micro_roc_auc", "ROC-AUC (micro, every labelled finding pooled)"),
+    ("macro_pr_auc", "PR-AUC (macro)"),
+    ("micro_pr_auc", "PR-AUC (micro)"),
+    ("macro_sensitivity", "Sensitivity (macro)"),
+    ("macro_specificity", "Specificity (macro)"),
+    ("macro_f1", "F1 (macro)"),
+    ("micro_f1", "F1 (micro)"),
+    ("label_accuracy", "Label accuracy (labelled findings decided right)"),
+]
+# each label's rows in the report: (figure in its per_label entry, how the row names it)
+LABEL_ROWS = [
+    ("prevalence", "prevalence (PR-AUC of a random ranking)"),
+    ("threshold", "threshold"),
+    ("roc_auc", "ROC-AUC"),
+    ("pr_auc", "PR-AUC"),
+    ("sensitivity", "sensitivity"),
+    ("specificity", "specificity"),
+]
+
+
+def figure_text(figure: dict[str, Any] | None) -> str:
+    """A figure as the card writes it: ``0.912 (95 % CI 0.880 to 0.940)``, the value alone
+    without an interval, ``n/a`` when it is undefined."""
+    value = (figure or {}).get("value")
+    if value is None:
+        return "n/a"
+    if figure.get("ci_low") is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} (95 % CI {figure['ci_low']:.3f} to {figure['ci_high']:.3f})"
 
 
 def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     """The figures a report or card shows for this evaluation: a multi-class one adds each
-    class's and each pair of classes' figures."""
+    class's and each pair of classes' figures, a multi-label one each label's
+    (``<label>_<figure>``: :func:`label_figures`)."""
+    if metrics.get("task") == "multilabel":
+        labels = metrics.get("labels") or []
+        rows = [(f"{name}_{key}", f"{name}: {text}") for name in labels for key, text in LABEL_ROWS]
+        return MULTILABEL_ROWS + rows
     if metrics.get("positive_class") is not None:
         return BINARY_ROWS
     return MULTICLASS_ROWS + class_rows(list(metrics.get("class_names") or []))
 
 
-PLOTS = ("curves", "confusion_matrix", "roc_pr", "reliability", "worst_errors", "predictions")
+def label_figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A multi-label evaluation with each label's figures also flat, as ``<label>_<figure>``
+    values and intervals, the way the report's table reads every other figure."""
+    if metrics.get("task") != "multilabel":
+        return metrics
+    flat: dict[str, Any] = {}
+    intervals = dict(metrics.get("figures") or {})
+    for name, row in (metrics.get("per_label") or {}).items():
+        for key, value in row.items():
+            if isinstance(value, dict):
+                flat[f"{name}_{key}"], intervals[f"{name}_{key}"] = value.get("value"), value
+            else:
+                flat[f"{name}_{key}"] = value
+        flat[f"{name}_prevalence"] = row["positives"] / row["n"] if row.get("n") else None
+    return {**metrics, **flat, "figures": intervals}
+
+
+PLOTS = (
+    "curves",
+    "confusion_matrix",
+    "roc_pr",
+    "roc_per_label",
+    "reliability",
+    "worst_errors",
+    "predictions",
+)
 
 
 def split_line(metrics: dict[str, Any]) -> str:
@@ -112,9 +173,9 @@ def write_report(folder: Path, title: str | None = None) -> Path:
     metrics = json.loads((folder / "metrics.json").read_text())
     recipe = recipe_of(folder)
     held_out = metrics.get("split") or "evaluated"
-    splits = {held_out: metrics}
+    splits = {held_out: label_figures(metrics)}
     if metrics.get("val") and held_out != "val":
-        splits = {"val": metrics["val"], **splits}
+        splits = {"val": label_figures(metrics["val"]), **splits}
     template = jinja2.Template(
         (resources.files("medsight") / "evaluation" / "templates" / "report.html").read_text(),
         autoescape=True,

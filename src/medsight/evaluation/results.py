@@ -41,8 +41,9 @@ class Figure:
 class Evaluation(Mapping[str, Any]):
     """An evaluation's ``metrics.json`` (read-only) and where it was written.
 
-    ``figures``: every scalar figure by name (``accuracy``, ``roc_auc``, ``sensitivity``, ...)
-    with its CI; ``to_dict()``: a plain copy of the whole JSON.
+    ``figures``: every scalar figure by name (``accuracy``, ``roc_auc``, ``sensitivity``, ...;
+    a multi-label evaluation's ``<label>_roc_auc``, ...) with its CI; ``to_dict()``: a plain
+    copy of the whole JSON.
     """
 
     def __init__(self, metrics: Mapping[str, Any], folder: str | Path | None = None):
@@ -59,6 +60,10 @@ class Evaluation(Mapping[str, Any]):
         for name, value in self._metrics.items():  # figures without a bootstrap interval
             if name not in found and _is_number(value) and name in _POINT_FIGURES:
                 found[name] = Figure(float(value))
+        for label, row in (self._metrics.get("per_label") or {}).items():  # multi-label
+            for name, f in row.items():
+                if isinstance(f, Mapping) and "value" in f:
+                    found[f"{label}_{name}"] = Figure(f["value"], f.get("ci_low"), f.get("ci_high"))
         return found
 
     @property

@@ -20,6 +20,7 @@ from medsight.data.summary import data_summary
 from medsight.evaluation.card import model_card
 from medsight.evaluation.labelled import LabelledData
 from medsight.evaluation.metrics import classification_metrics
+from medsight.evaluation.multilabel import multilabel_metrics
 from medsight.evaluation.report import write_report
 from medsight.evaluation.seen import SEEN_COLUMN, check_seen, hashed, seen_facts
 from medsight.evaluation.summary import domain_summary, evaluate_predictions, write_plots
@@ -41,7 +42,8 @@ class Scored:
 
     @property
     def labels(self) -> np.ndarray:
-        return self.table.labels
+        """Class indices, or a multi-label table's (N, L) targets."""
+        return self.table.targets if self.table.multi_label else self.table.labels
 
     @property
     def patients(self) -> list:
@@ -88,7 +90,8 @@ def score_labelled(
 ) -> tuple[Scored, dict[str, Any]]:
     """The bundle on the labelled data (less the images it saw, with ``data.exclude_seen``),
     and the facts of the evaluation: what was scored, and how much of it the model had seen."""
-    table = data.load(bundle.spec.class_names, LabelRule.of(bundle.spec))
+    spec = bundle.spec
+    table = data.load(spec.class_names, LabelRule.of(spec), spec.multi_label)
     table, excluded = check_seen(table, {SEEN_COLUMN: bundle_path}, data.exclude_seen)
     scored = score_table(bundle, table)
     facts = {"bundle": str(bundle_path), "data_path": data.name, "split": data.split}
@@ -168,6 +171,12 @@ def classification_metrics_of(
 ) -> dict[str, Any]:
     """The headline figures of a subset (no intervals)."""
     probs = spec.probabilities(logits)
+    if spec.task == "multilabel":
+        found = multilabel_metrics(
+            labels, probs, list(spec.label_thresholds), spec.class_names, resamples=0
+        )
+        keys = ("macro_roc_auc", "micro_roc_auc", "macro_sensitivity", "macro_specificity")
+        return {key: found.get(key) for key in keys}
     found = classification_metrics(
         labels, probs, spec.decide(probs), spec.class_names, spec.positive_index
     )

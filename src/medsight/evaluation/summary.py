@@ -21,8 +21,10 @@ from medsight.evaluation.calibration import (
     reliability_bins,
 )
 from medsight.evaluation.metrics import classification_metrics, figures
+from medsight.evaluation.multilabel import label_temperatures, label_thresholds, multilabel_metrics
 from medsight.evaluation.plots import (
     plot_confusion,
+    plot_label_rocs,
     plot_reliability,
     plot_roc_pr,
     plot_worst_errors,
@@ -40,7 +42,18 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """Every figure at the bundle's threshold on its calibrated probabilities, each with a 95 %
     CI (patients resampled when ``groups`` holds patient ids), plus operating points and the
-    calibration before and after temperature scaling."""
+    calibration before and after temperature scaling. A multi-label bundle's ``y_true`` is its
+    (N, L) targets (NaN: not recorded), scored label by label (``per_label``)."""
+    if spec.task == "multilabel":
+        return multilabel_metrics(
+            np.asarray(y_true, dtype=np.float32),
+            spec.probabilities(logits),
+            list(spec.label_thresholds or [0.5] * len(spec.class_names)),
+            list(spec.class_names),
+            groups,
+            resamples,
+            seed,
+        )
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = spec.probabilities(logits)
     y_pred, pos = spec.decide(probs), spec.positive_index
@@ -102,7 +115,19 @@ def calibrate_spec(
     spec: BundleSpec, val_labels: np.ndarray, val_logits: np.ndarray, rule: str, calibrate: bool
 ) -> BundleSpec:
     """The spec with its temperature fitted and its threshold chosen on the validation split
-    (temperature first: the threshold applies to the calibrated probability)."""
+    (temperature first: the threshold applies to the calibrated probability); a multi-label
+    bundle gets a temperature and a threshold per label."""
+    if spec.task == "multilabel":
+        n = len(spec.class_names)
+        temperatures = label_temperatures(val_logits, val_labels) if calibrate else [1.0] * n
+        spec = spec.model_copy(update={"label_temperatures": temperatures})
+        thresholds, hows = label_thresholds(val_labels, spec.probabilities(val_logits), rule)
+        rules = [
+            how if how.startswith("fixed") else f"{how} on the validation split" for how in hows
+        ]
+        return spec.model_copy(
+            update={"label_thresholds": thresholds, "label_threshold_rules": rules}
+        )
     temperature = fit_temperature(val_logits, val_labels) if calibrate else 1.0
     spec = spec.model_copy(update={"temperature": temperature})
     update: dict[str, Any] = {}
@@ -127,8 +152,11 @@ def write_plots(
 ) -> None:
     """The evaluation figures of one split from its calibrated probabilities: confusion
     matrix, ROC/PR with bands, reliability diagram and the worst errors (a stale plot from an
-    earlier evaluation is removed)."""
+    earlier evaluation is removed). A multi-label bundle gets ROC curves per label."""
     folder.mkdir(parents=True, exist_ok=True)
+    if spec.task == "multilabel":
+        plot_label_rocs(y_true, probs, spec.class_names, folder / "roc_per_label.png")
+        return
     predicted, pos = spec.decide(probs), spec.positive_index
     plot_confusion(
         np.array(metrics["confusion_matrix"]),

@@ -150,8 +150,11 @@ def _gradients_on(model: nn.Module) -> Iterator[None]:
 
 def _target_index(bundle: Bundle, pixels: np.ndarray, target: int | str | None) -> int:
     names = bundle.spec.class_names
-    if target is None:
-        return int(bundle.spec.decide(bundle.predict_proba(pixels[None]))[0])
+    if target is None:  # the decided class; a multi-label bundle's most probable label
+        probs = bundle.predict_proba(pixels[None])
+        if bundle.spec.task == "multilabel":
+            return int(probs[0].argmax())
+        return int(bundle.spec.decide(probs)[0])
     if isinstance(target, str):
         if target not in names:
             raise MedsightError(f"target class {target!r} is not one of {names}")
@@ -193,7 +196,8 @@ def explain(
     decision threshold). The map is of the plain image, also for bundles with mirror TTA.
 
     ``faithfulness`` is ROAD's combined score (Rong et al. 2022) on the (uncalibrated) softmax
-    probability of the target class: the probability drop when the pixels the map ranks *most*
+    probability of the target class (a multi-label bundle's: that label's sigmoid), the
+    probability drop when the pixels the map ranks *most*
     relevant are replaced by a noisy linear infill, minus the drop when the *least* relevant
     are, halved and averaged over removing 20-80 % of the pixels. It lies in [-1, 1]; above 0
     means the model depends on the highlighted region more than on the rest (higher = more
@@ -231,19 +235,37 @@ def explain(
         layer=name,
         heatmap=heatmap,
         overlay=overlay_image(bundle.framed(pixels[None])[0].numpy(), heatmap),
-        faithfulness=road_score(bundle.model, tensor.detach(), heatmap, index)
+        faithfulness=road_score(
+            bundle.model, tensor.detach(), heatmap, index, spec.task == "multilabel"
+        )
         if score_faithfulness
         else float("nan"),
     )
 
 
-def road_score(model: nn.Module, tensor: torch.Tensor, heatmap: np.ndarray, index: int) -> float:
+class SigmoidTarget:
+    """A multi-label model's probability of one label (pytorch-grad-cam's target protocol;
+    its softmax target would make the labels compete)."""
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output[..., self.index])
+
+
+def road_score(
+    model: nn.Module,
+    tensor: torch.Tensor,
+    heatmap: np.ndarray,
+    index: int,
+    multi_label: bool = False,
+) -> float:
     """ROAD combined faithfulness of ``heatmap`` for class ``index`` (see :func:`explain`)."""
+    target = SigmoidTarget(index) if multi_label else ClassifierOutputSoftmaxTarget(index)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(), warnings.catch_warnings():
         # ROAD's imputer hands torch tensors to numpy, which NumPy 2 flags as deprecated
         warnings.filterwarnings("ignore", "__array_wrap__", DeprecationWarning)
         torch.manual_seed(ROAD_SEED)
-        score = ROADCombined(percentiles=ROAD_PERCENTILES)(
-            tensor, heatmap[None], [ClassifierOutputSoftmaxTarget(index)], model
-        )
+        score = ROADCombined(percentiles=ROAD_PERCENTILES)(tensor, heatmap[None], [target], model)
     return float(np.asarray(score).ravel()[0])

@@ -116,7 +116,7 @@ def explain_files(
             rows.append(
                 {
                     "path": path,
-                    "prediction": spec.class_names[spec.decide(probs)[0]],
+                    "prediction": spec.decision_names(probs)[0],
                     "probability": round(float(spec.score(probs)[0]), 6),
                     "target": found.target_class,
                     "method": method,

@@ -45,10 +45,12 @@ def domain_warning(in_domain: bool | None, class_names: Sequence[str]) -> str | 
 @dataclass(frozen=True)
 class Prediction:
     """One image's answer. ``in_domain`` False: unlike the training images, the decision is
-    not to be trusted; None: the bundle has no domain guard, so nobody can tell."""
+    not to be trusted; None: the bundle has no domain guard, so nobody can tell. A multi-label
+    bundle's ``decision`` is its ``findings`` joined by ``|`` (``No Finding``: none), each label
+    decided at its own entry of ``thresholds``."""
 
     decision: str
-    probabilities: dict[str, float]  # calibrated, by class name
+    probabilities: dict[str, float]  # calibrated, by class (multi-label: each label's own)
     in_domain: bool | None
     domain_score: float | None  # above 1: out of domain
     domain_warning: str | None
@@ -56,23 +58,39 @@ class Prediction:
     positive_probability: float | None
     threshold: float | None  # on the positive class's probability (binary bundles)
     threshold_rule: str
+    findings: list[str] | None = None  # multi-label: the labels at or above their thresholds
+    thresholds: dict[str, float] | None = None  # multi-label: each label's
 
     @classmethod
     def of(cls, spec: BundleSpec, probs: np.ndarray, domain_score: float) -> Prediction:
         """The answer for one row of calibrated probabilities and its domain score (NaN: no
         guard), by the bundle's own rules."""
-        pos, binary = spec.positive_index, spec.task == "binary"
+        pos, task = spec.positive_index, spec.task
         in_domain = None if math.isnan(domain_score) else bool(domain_score <= 1.0)
+        multi = task == "multilabel"
+        if multi:
+            rule = "each label at its own threshold: " + "; ".join(
+                f"{n} {r}"
+                for n, r in zip(spec.class_names, spec.label_threshold_rules, strict=False)
+            )
+        else:
+            rule = spec.threshold_rule if task == "binary" else "most probable class"
         return cls(
-            decision=spec.class_names[int(spec.decide(probs[None])[0])],
+            decision=spec.decision_names(probs[None])[0],
             probabilities=dict(zip(spec.class_names, map(float, probs), strict=True)),
             in_domain=in_domain,
             domain_score=None if in_domain is None else float(domain_score),
             domain_warning=domain_warning(in_domain, spec.class_names),
             positive_class=spec.positive_class,
             positive_probability=float(probs[pos]) if pos is not None else None,
-            threshold=spec.threshold if binary else None,
-            threshold_rule=spec.threshold_rule if binary else "most probable class",
+            threshold=spec.threshold if task == "binary" else None,
+            threshold_rule=rule,
+            findings=spec.findings(spec.decide(probs[None])[0]) if multi else None,
+            thresholds=(
+                dict(zip(spec.class_names, map(float, spec.label_thresholds), strict=True))
+                if multi and spec.label_thresholds
+                else None
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -201,7 +201,13 @@ def _write_meta(onnx_path: Path, spec: BundleSpec, extra: dict[str, Any]) -> Non
             "shape": ["batch", *spec.image_size, spec.channels],
             "note": "resize to image_size first; normalisation and TTA are in the graph",
         },
-        "output": {"name": OUTPUT_NAME, "meaning": "raw logits; softmax(logits / temperature)"},
+        "output": {
+            "name": OUTPUT_NAME,
+            "meaning": "raw logits; sigmoid(logits / bundle.label_temperatures), each label at "
+            "its bundle.label_thresholds"
+            if spec.task == "multilabel"
+            else "raw logits; softmax(logits / temperature)",
+        },
         "domain_output": {
             "name": DOMAIN_NAME,
             "meaning": "squared Mahalanobis distance from the training images; domain_score = "

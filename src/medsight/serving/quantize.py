@@ -131,6 +131,8 @@ def gate_images(
 ) -> tuple[GateImages | None, str]:
     """Labelled held-out images none of which was a calibration image (by content hash): the
     check images in class folders, else the run's val and test splits; and why none if so."""
+    if spec.task == "multilabel":
+        return None, "the gate scores one label per image; a multi-label bundle stays fp32"
     names = spec.class_names
     candidates: list[tuple[str, int]] = []
     source = ""

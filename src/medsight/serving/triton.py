@@ -5,9 +5,11 @@ proves equal to PyTorch (its ``model.onnx.json`` beside it, parity included); ``
 describes it to Triton's ONNX Runtime backend with dynamic batching, and ``labels.txt`` holds
 the class names in output order (Triton's ``label_filename``, for its classification extension).
 Triton serves the graph's raw outputs: ``logits`` (calibrated probabilities are
-``softmax(logits / medsight_temperature)``) and, with a domain guard, ``domain_distance``
-(``domain_score = distance / medsight_domain_threshold``, above 1 out of domain); those numbers
-and the decision threshold are the config's ``parameters``.
+``softmax(logits / medsight_temperature)``; of a multi-label bundle ``sigmoid(logits /
+medsight_label_temperatures)``, each label at its ``medsight_label_thresholds``) and, with a
+domain guard, ``domain_distance`` (``domain_score = distance / medsight_domain_threshold``,
+above 1 out of domain); those numbers and the decision threshold are the config's
+``parameters``.
 """
 
 from __future__ import annotations
@@ -91,7 +93,13 @@ def model_config(
     labelled = (f"label_filename: {_quote(LABELS)}",)
     outputs = [_tensor(v, labelled if i == 0 else ()) for i, v in enumerate(graph.output)]
     parameters: dict[str, object] = {"medsight_temperature": spec.temperature}
-    if spec.positive_class is not None:
+    if spec.task == "multilabel":  # a sigmoid per label: each its own temperature, threshold
+        parameters = {
+            "medsight_task": "multilabel",
+            "medsight_label_temperatures": ",".join(map(str, spec.label_temperatures)),
+            "medsight_label_thresholds": ",".join(map(str, spec.label_thresholds)),
+        }
+    elif spec.positive_class is not None:
         parameters["medsight_positive_class"] = spec.positive_class
         parameters["medsight_threshold"] = spec.threshold
     if spec.domain is not None:

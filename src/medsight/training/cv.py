@@ -41,6 +41,11 @@ def cross_validate(
     parent = Run.create(recipe, out, overwrite, devices, data)
     out = parent.out
     table = hashed_table(recipe, data, out if parent.writes else None)
+    if table.multi_label:
+        raise ConfigError(
+            "--folds pools one label per image; for a multi-label task train once (its "
+            "test split gets per-label figures with patient-bootstrap CIs)"
+        )
     if table.has_splits:
         table = ImageTable(
             table.frame.assign(split=None), table.class_names, table.source, table.skipped

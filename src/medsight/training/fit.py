@@ -25,6 +25,8 @@ from medsight.bundle import BundleSpec, InputPipeline
 from medsight.config import Recipe
 from medsight.data.augment import BatchTransform
 from medsight.data.dataset import ArrayDataset, EpochLoader, EpochSampler
+from medsight.data.multilabel import MultiLabelRule
+from medsight.errors import ConfigError
 from medsight.fsutil import atomic_write_bytes
 from medsight.training.device import Device, resolve_device
 from medsight.training.model import build_model
@@ -75,6 +77,10 @@ def class_weights(recipe: Recipe, data: Prepared) -> torch.Tensor | None:
     (``train.class_balance=weights``), else None."""
     if recipe.train.class_balance != "weights":
         return None
+    if data.table.multi_label:  # BCE's pos_weight: each label's negatives per positive
+        targets = data.table.targets[data.split == "train"]
+        positives, negatives = (targets == 1).sum(axis=0), (targets == 0).sum(axis=0)
+        return torch.tensor(negatives / np.maximum(positives, 1), dtype=torch.float32)
     counts = np.bincount(
         data.table.labels[data.split == "train"], minlength=len(data.table.class_names)
     )
@@ -87,13 +93,23 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
     tcfg = recipe.train
     device = resolve_device(tcfg)
     lungs = data.lungs.spec if data.lungs else None
-    model, spec = build_model(recipe, data.table.class_names, data.positive_class, lungs)
+    multi = data.table.multi_label
+    if multi and tcfg.class_balance == "sampler":
+        raise ConfigError(
+            "train.class_balance=sampler draws images by class, and a multi-label image has "
+            "several: use train.class_balance=weights (a positive weight per label) or none"
+        )
+    rule = (MultiLabelRule.of(recipe.data) or MultiLabelRule()) if multi else None
+    if rule is not None:
+        rule = rule.model_copy(update={"labels": list(data.table.class_names)})
+    model, spec = build_model(recipe, data.table.class_names, data.positive_class, lungs, rule)
     # the pixels are cropped already: the rest of the bundle's pipeline normalises batches;
     # on a GPU augmentation runs there too, on the uint8 batch the loader copied
     on_gpu = device.on_gpu
     pipeline = InputPipeline.from_spec(spec)
     augment = recipe.augment if on_gpu else None
-    labels, split = data.table.labels, data.split
+    labels = data.table.targets if multi else data.table.labels
+    split = data.split
     module = Classifier(
         model,
         tcfg,
@@ -101,6 +117,7 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
         pipeline,
         augment,
         train_images=int((split == "train").sum()),
+        multi_label=multi,
     )
     workers = {
         "num_workers": tcfg.num_workers,

@@ -10,6 +10,7 @@ import torch
 
 from medsight.bundle import BundleSpec, read_bundle
 from medsight.config import Recipe
+from medsight.data.multilabel import MultiLabelRule
 from medsight.models.lungs import LungSpec
 from medsight.models.pretrained import GivenWeights, load_pretrained
 from medsight.models.zoo import create_model
@@ -40,6 +41,7 @@ def build_model(
     class_names: list[str],
     positive_class: str | None = None,
     lungs: LungSpec | None = None,
+    multi_label: MultiLabelRule | None = None,
 ) -> tuple[torch.nn.Module, BundleSpec]:
     """The recipe's model with its pretrained weights, and the spec of the bundle it becomes
     (threshold and temperature are fitted after training): the input pipeline is what the
@@ -74,6 +76,7 @@ def build_model(
         lung_crop=lungs,
         label_pattern=cfg.label_pattern,
         label_names=dict(cfg.label_names),
+        multi_label=multi_label,
         recipe=recipe.name,
     )
     return model, spec

@@ -68,8 +68,35 @@ def mixup(
     return weight * images + (1 - weight) * images[partner], labels[partner], weight
 
 
+class MaskedBCE(nn.Module):
+    """Multi-label loss: binary cross-entropy of each recorded label, a missing one (NaN
+    target) left out rather than counted as absent; ``pos_weight`` per label balances rare
+    findings (``train.class_balance=weights``)."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+        self.smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        observed = ~torch.isnan(targets)
+        y = torch.nan_to_num(targets) * (1 - self.smoothing) + self.smoothing / 2
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), y, pos_weight=self.pos_weight, reduction="none"
+        )
+        return (loss * observed).sum() / observed.sum().clamp(min=1)
+
+
+def label_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The share of recorded labels a multi-label model gets right at probability 0.5."""
+    observed = ~torch.isnan(targets)
+    right = ((logits > 0) == (targets == 1)) & observed
+    return right.sum() / observed.sum().clamp(min=1)
+
+
 class Classifier(L.LightningModule):
-    """Cross-entropy on logits (the tutorials' binary cross-entropy on a softmax is not used).
+    """Cross-entropy on logits (the tutorials' binary cross-entropy on a softmax is not used);
+    with ``multi_label`` a sigmoid per label and :class:`MaskedBCE`.
 
     Batches arrive as the DataLoader's :class:`~medsight.data.augment.BatchTransform` gives
     them (uint8, or augmented floats in [0, 1]); ``pipeline`` normalises them as the bundle
@@ -84,12 +111,19 @@ class Classifier(L.LightningModule):
         pipeline: InputPipeline | None = None,
         device_augment: AugmentConfig | None = None,
         train_images: int | None = None,
+        multi_label: bool = False,
     ):
         super().__init__()
         self.train_images = train_images
         self.model, self.cfg = model.to(memory_format=torch.channels_last), cfg
         self.pipeline, self.device_augment = pipeline, device_augment
-        self.loss = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
+        self.multi_label = multi_label
+        if multi_label:
+            self.loss = MaskedBCE(class_weights, cfg.label_smoothing)
+        else:
+            self.loss = nn.CrossEntropyLoss(
+                weight=class_weights, label_smoothing=cfg.label_smoothing
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -102,7 +136,10 @@ class Classifier(L.LightningModule):
         images, labels = batch
         logits = self.model(self._inputs(images))
         loss = self.loss(logits, labels)
-        accuracy = (logits.argmax(1) == labels).float().mean()
+        if self.multi_label:
+            accuracy = label_accuracy(logits, labels)
+        else:
+            accuracy = (logits.argmax(1) == labels).float().mean()
         self._log_epoch_mean(f"{stage}_loss", loss, len(labels))
         self._log_epoch_mean(f"{stage}_accuracy", accuracy, len(labels))
         return loss
@@ -127,7 +164,11 @@ class Classifier(L.LightningModule):
         images, labels = batch
         mixed, partner_labels, weight = mixup(self._inputs(images), labels, self.cfg.mixup)
         logits = self.model(mixed.contiguous(memory_format=torch.channels_last))
-        loss = weight * self.loss(logits, labels) + (1 - weight) * self.loss(logits, partner_labels)
+        if self.multi_label:  # blended targets; a label missing in either image stays missing
+            loss = self.loss(logits, weight * labels + (1 - weight) * partner_labels)
+        else:
+            loss = weight * self.loss(logits, labels)
+            loss = loss + (1 - weight) * self.loss(logits, partner_labels)
         # no train accuracy: a blended image has no single label
         self._log_epoch_mean("train_loss", loss, len(labels))
         return loss

@@ -40,6 +40,7 @@ from medsight.fsutil import atomic_write_text
 from medsight.training.prepare import Prepared
 
 SUMMARY_KEYS = ("split", "n", "accuracy", "sensitivity", "specificity", "roc_auc")
+MULTI_LABEL_SUMMARY_KEYS = ("split", "n", "macro_roc_auc", "micro_roc_auc", "macro_pr_auc")
 
 
 def write_run_outputs(
@@ -52,7 +53,9 @@ def write_run_outputs(
 ) -> dict[str, Any]:
     """Calibrate on val, evaluate val and test, then write metrics, plots, bundle, report."""
     bundle = Bundle(model, spec)  # no lung crop here: data.pixels are already cropped
-    labels, split = data.table.labels, data.split
+    multi = data.table.multi_label
+    labels = data.table.targets if multi else data.table.labels
+    split = data.split
     patients = data.table.frame["patient"].to_numpy()
     logits = {
         name: bundle.logits(data.pixels.rows(split == name))
@@ -68,7 +71,7 @@ def write_run_outputs(
     )
     guard, domain = fit_guard(
         data.pixels.rows(split == "train"),
-        labels[split == "train"],
+        data.table.strata[split == "train"],
         data.pixels.rows(split == "val"),
     )
     spec = spec.model_copy(update={"domain": domain})
@@ -120,10 +123,11 @@ def write_run_outputs(
     probs = split_probs[held_out]
     write_plots(plots, data.pixels.rows(held), labels[held], probs, spec, metrics, held_out)
     grid = plots / "predictions.png"
-    plot_prediction_grid(
-        data.pixels.rows(held), labels[held], spec.decide(probs), spec.class_names, grid
-    )
-    summary = {k: metrics.get(k) for k in SUMMARY_KEYS}
+    if not multi:
+        plot_prediction_grid(
+            data.pixels.rows(held), labels[held], spec.decide(probs), spec.class_names, grid
+        )
+    summary = {k: metrics.get(k) for k in (MULTI_LABEL_SUMMARY_KEYS if multi else SUMMARY_KEYS)}
     spec = spec.model_copy(update={"metrics": summary, "medsight_version": __version__})
     card = model_card(spec, metrics, recipe)
     atomic_write_text(out / "model_card.md", card)

@@ -18,6 +18,7 @@ import pandas as pd
 from medsight.config import Recipe
 from medsight.data.io import content_sha256
 from medsight.data.labels import LabelRule
+from medsight.data.multilabel import LABEL_PREFIX, MultiLabelRule
 from medsight.data.patients import PatientRule, patient_coverage, require_patients
 from medsight.data.sources import ImageTable
 from medsight.data.splits import assign_splits, check_leakage
@@ -134,11 +135,18 @@ def load_or_curate(recipe: Recipe, data: str | Path, out: Path | None) -> ImageT
     """The data source, or for ``data.curation`` the curated table (its manifest into ``out``)."""
     cfg = recipe.data
     if not cfg.curation:
-        return load_trainable(data, PatientRule.of(cfg), LabelRule.of(cfg))
+        return load_trainable(data, PatientRule.of(cfg), LabelRule.of(cfg), MultiLabelRule.of(cfg))
     from medsight.data.curate import curate_covid, write_manifest
     from medsight.data.download import companion, resolve_data
 
     data = resolve_data(data)  # absolute paths in splits.csv; a dataset name downloads
+    if cfg.curation == "covid-findings":
+        from medsight.data.findings import curate_findings
+
+        curation = curate_findings(data)
+        if out is not None:
+            write_manifest(curation, out / "curation.csv")
+        return curation.table.keep_labels(cfg.labels) if cfg.labels else curation.table
     kermany = (
         Path(cfg.kermany).expanduser().resolve()
         if cfg.kermany
@@ -219,7 +227,9 @@ def prepare(
     prepared = Prepared(
         table,
         pixels,
-        positive_class(table.class_names, recipe.data.positive_class),
+        None
+        if table.multi_label
+        else positive_class(table.class_names, recipe.data.positive_class),
         table.skipped + failures,
         warning,
     )
@@ -229,6 +239,7 @@ def prepare(
         skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
         atomic_write_text(out / "skipped.csv", skipped.to_csv(index=False))
         columns = [c for c in [*SPLIT_COLUMNS, "source"] if c in table.frame]
+        columns += [c for c in table.frame if c.startswith(LABEL_PREFIX)]
         atomic_write_text(out / "splits.csv", table.frame[columns].to_csv(index=False))
         facts = {
             "data": str(data),

@@ -62,17 +62,23 @@ function render(data) {
   const outside = p.in_domain === false;
   $("domain-warning").textContent = p.domain_warning || "";
   $("domain-warning").hidden = !p.domain_warning;
-  $("decision").textContent = outside ? "No decision: image out of domain" : p.decision;
+  // a multi-label model decides each label at its own threshold: its findings, or none
+  const multi = p.thresholds != null;
+  const decision = multi && p.findings.length ? `Findings: ${p.findings.join(", ")}` : p.decision;
+  $("decision").textContent = outside ? "No decision: image out of domain" : decision;
   $("decision").classList.toggle("out-of-domain", outside);
-  $("positive-class").textContent = p.positive_class || "the predicted class";
+  $("positive-class").textContent =
+    p.positive_class || (multi ? "the most probable label" : "the predicted class");
   const shown = p.positive_probability ?? Math.max(...Object.values(p.probabilities));
   $("positive-probability").textContent = percent(shown);
-  $("threshold").textContent = p.threshold === null ? "none (most probable class)" : percent(p.threshold);
-  $("threshold-rule").textContent = p.threshold_rule ? `(${p.threshold_rule})` : "";
+  $("threshold").textContent = multi
+    ? "each label its own (in the table)"
+    : p.threshold === null ? "none (most probable class)" : percent(p.threshold);
+  $("threshold-rule").textContent = p.threshold_rule && !multi ? `(${p.threshold_rule})` : "";
   const rows = Object.entries(p.probabilities).map(([name, prob]) => {
     const row = document.createElement("tr");
     const label = document.createElement("td");
-    label.textContent = name;
+    label.textContent = multi ? `${name} (threshold ${percent(p.thresholds[name])})` : name;
     const cell = document.createElement("td");
     const bar = document.createElement("div");
     bar.className = "bar";
