@@ -91,3 +91,39 @@ def test_unfreeze_stages_freezes_earlier_stages_of_a_fully_trainable_model() -> 
 def test_unfreeze_rejects_invalid_stage_counts(stages: object) -> None:
     with pytest.raises(ConfigError, match="unfreeze must be"):
         unfreeze(_model("malaria_lenet"), stages)
+
+
+def _saved_bytes(model: nn.Module, x) -> int:
+    """Bytes autograd keeps for the backward pass of one forward."""
+    import torch
+
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(saved)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16_tutorial_head", "tf_efficientnet_lite0"])
+def test_a_frozen_base_runs_without_autograd(name: str) -> None:
+    """Frozen means frozen: with the base's weights frozen (and the input needing no gradient)
+    autograd records nothing for the base, so its activations are not kept for a backward
+    pass; only the head's are. The base also stops being the optimiser's business."""
+    import torch
+
+    model = _model(name).train()
+    size = MODELS[name][0]
+    x = torch.rand(2, 3, size, size)
+    trained = _saved_bytes(model, x)
+    freeze_base(model)
+    frozen = _saved_bytes(model, x)
+    head = split_head(model)[1]
+    assert 0 < frozen < 0.02 * trained  # what is kept is the head's input, not the base's
+    loss = model(x).sum()
+    loss.backward()
+    assert all(p.grad is None for p in split_head(model)[0])
+    assert all(p.grad is not None for p in head)

@@ -298,3 +298,23 @@ def test_unknown_model_or_version_and_the_server_stays_up(client) -> None:
         client.infer("xray", [_pixels_input(wrong)], headers=_auth())
     assert client.is_server_ready()
     assert client.infer("xray", [_pixels_input(pixels)], headers=_auth()).as_numpy("decision").shape
+
+
+def test_v2_answers_are_not_cached(base_url: str) -> None:
+    """/v2 results are about a patient, like /v1's: no proxy or browser may keep them."""
+    for path in ("/v2/health/ready", "/v2/models/xray"):
+        response = httpx.get(f"http://{base_url}{path}", headers=_auth())
+        assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+
+
+def test_the_served_name_can_be_chosen(xray_bundle: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from medsight.errors import MedsightError
+    from medsight.serving.app import create_app
+
+    with TestClient(create_app(xray_bundle, name="chest-v3")) as client:
+        assert client.get("/v2/models/chest-v3/ready").status_code == 200
+        assert client.get("/v2/models/xray/ready").status_code == 404
+    with pytest.raises(MedsightError, match="model name 'a/b' is not usable"):
+        create_app(xray_bundle, name="a/b")

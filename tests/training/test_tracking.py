@@ -223,3 +223,28 @@ def test_tracking_is_off_by_default_and_validated(tmp_path: Path) -> None:
 def test_resume_refuses_a_new_tracking_option(tmp_path: Path, capsys) -> None:
     assert main(["train", "--resume", str(tmp_path), "--tracking", "mlflow"]) == 2
     assert "--tracking would be ignored" in capsys.readouterr().err
+
+
+def test_a_failed_fold_closes_the_parent_run_as_failed(
+    malaria_subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medsight.training.run import Run
+
+    uri = _mlflow_env(monkeypatch, tmp_path / "mlruns")
+
+    def broken(self, prepared):
+        raise RuntimeError("fold broke")
+
+    monkeypatch.setattr(Run, "fit", broken)
+    with pytest.raises(RuntimeError, match="fold broke"):
+        api.train(
+            "malaria-lenet",
+            malaria_subset,
+            tmp_path / "cv",
+            epochs=1,
+            overrides=QUICK,
+            folds=2,
+            tracking="mlflow",
+        )
+    parent_id = json.loads((tmp_path / "cv" / "tracking.json").read_text())["run_id"]
+    assert mlflow.MlflowClient(uri).get_run(parent_id).info.status == "FAILED"

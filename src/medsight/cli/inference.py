@@ -93,6 +93,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--precision", choices=["fp32", "int8"], help=PRECISION_HELP)
     serve.add_argument(
+        "--name",
+        help="the model's name in /v2/models/NAME (default: the run's or bundle's folder name)",
+    )
+    serve.add_argument(
         "--request-timeout",
         type=_positive(float),
         default=30.0,
@@ -198,6 +202,7 @@ def run_serve(args: argparse.Namespace) -> None:
         max_pixels=args.max_pixels,
         max_decoded_bytes=args.max_decoded_mb * 2**20,
         max_decodes=args.max_decodes,
+        name=args.name,
     )
 
 

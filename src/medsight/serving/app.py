@@ -199,6 +199,7 @@ def create_app(
     max_batch: int = 16,
     prefer_onnx: bool = True,
     precision: str | None = None,
+    name: str | None = None,
 ) -> FastAPI:
     """The FastAPI application serving ``bundle_path`` (a bundle or the run holding one).
 
@@ -212,6 +213,7 @@ def create_app(
     ``max_explanations``: explanations in progress at once; one more is a 503 ``busy``.
     ``max_decodes``: uploads decoded at once (default: the CPU count, at most 4), so decoding
     never holds more than ``max_decodes x max_decoded_bytes`` of pixels; the others wait.
+    ``name``: the model's name under ``/v2/models/`` (default: the run's or bundle's folder).
     """
     max_decodes = max_decodes or min(4, os.cpu_count() or 1)
     if max_decodes < 1:
@@ -283,7 +285,7 @@ def create_app(
         return await service.explain(request)
 
     # the Open Inference Protocol (KServe v2 / Triton HTTP) over the same service
-    app.include_router(open_inference_router(service, model_name(folder), guard))
+    app.include_router(open_inference_router(service, model_name(folder, name), guard))
     return app
 
 

@@ -90,7 +90,7 @@ async def headers_and_log(
         response = error_response(*INTERNAL_ERROR)
     path = request.url.path
     response.headers["X-Content-Type-Options"] = "nosniff"
-    if path.startswith("/v1/"):
+    if path.startswith(("/v1/", "/v2/")):
         response.headers["Cache-Control"] = "no-store"  # results are about a patient
     if path == "/" or path.startswith("/static/"):
         response.headers["Content-Security-Policy"] = PAGE_CSP  # nothing loads from elsewhere

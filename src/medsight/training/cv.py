@@ -59,16 +59,20 @@ def cross_validate(
         recipe.preprocess.lung_crop.model = str(out / "lungs")
     tracking = FoldTracking(recipe, out, folds, parent.writes)  # the folds' parent run
     predictions = []
-    for k in range(folds):
-        frame = table.frame.assign(split=np.where(fold_of == k, "test", None))
-        fold_table = ImageTable(frame, table.class_names, table.source, table.skipped)
-        run = Run.create(recipe, out / f"fold-{k}", overwrite, devices)
-        tracking.nest(run.out)
-        run.fit(run.prepare(data, table=fold_table))
-        if run.writes:
-            names = {"path": str, "label": str, "prediction": str}
-            rows = pd.read_csv(run.out / "predictions.csv", dtype=names, keep_default_na=False)
-            predictions.append(rows.assign(fold=k))
+    try:
+        for k in range(folds):
+            frame = table.frame.assign(split=np.where(fold_of == k, "test", None))
+            fold_table = ImageTable(frame, table.class_names, table.source, table.skipped)
+            run = Run.create(recipe, out / f"fold-{k}", overwrite, devices)
+            tracking.nest(run.out)
+            run.fit(run.prepare(data, table=fold_table))
+            if run.writes:
+                names = {"path": str, "label": str, "prediction": str}
+                rows = pd.read_csv(run.out / "predictions.csv", dtype=names, keep_default_na=False)
+                predictions.append(rows.assign(fold=k))
+    except BaseException:
+        tracking.fail()  # the parent run must not say RUNNING forever
+        raise
     if parent.writes:
         _pool(out, pd.concat(predictions, ignore_index=True), table.class_names)
         tracking.finish()

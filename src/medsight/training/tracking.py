@@ -243,6 +243,11 @@ class FoldTracking:
             record = {"tracking_uri": self.parent.uri, "parent_run_id": self.parent.logger.run_id}
             _write_record(fold_out, {"tracking": "mlflow", **record})
 
+    def fail(self) -> None:
+        """Close the parent run as FAILED (a fold failed or was interrupted)."""
+        if self.parent is not None:
+            self.parent.logger.finalize("failed")
+
     def finish(self) -> None:
         """Log the pooled out-of-fold figures and files, and close the parent run."""
         if self.parent is not None:
