@@ -74,3 +74,19 @@ def test_weights_are_plain_tensors_not_pickles(tmp_path: Path) -> None:
     header_len = int.from_bytes(head, "little")
     header = json.loads((tmp_path / "b" / "model.safetensors").read_bytes()[8 : 8 + header_len])
     assert "features.0.weight" in header
+
+
+def test_the_card_is_also_the_hub_readme_with_its_metadata(tmp_path: Path) -> None:
+    """Uploaded as a Hub repository, a bundle shows its card: the Hub reads README.md."""
+    from huggingface_hub import ModelCard
+
+    from medsight.evaluation.card import model_card
+
+    spec = _spec()
+    metrics = {"split": "test", "n": 10, "accuracy": 0.9, "roc_auc": 0.95}
+    card = model_card(spec, metrics)
+    model = create_model("malaria_lenet", 2, 3, (64, 64))
+    folder = save_bundle(tmp_path / "bundle", model, spec, card)
+    assert (folder / "README.md").read_text() == (folder / "model_card.md").read_text() == card
+    hub = ModelCard.load(folder / "README.md")
+    assert hub.data.library_name == "medsight" and "medical-imaging" in hub.data.tags

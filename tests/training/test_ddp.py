@@ -32,6 +32,7 @@ def test_two_process_ddp_writes_one_bundle(malaria_subset: Path, tmp_path: Path)
     out = tmp_path / "ddp"
     _train_ddp("malaria-lenet", malaria_subset, out, "data.limit=200", "data.image_size=[48, 48]")
     assert sorted(p.name for p in (out / "bundle").iterdir()) == [
+        "README.md",
         "bundle.json",
         "domain.safetensors",
         "model.safetensors",

@@ -12,7 +12,14 @@ and imports none of them.
 """
 
 from medsight.bundle.domain import DomainGuard, DomainSpec, fit_guard
-from medsight.bundle.folder import bundle_folder, load_bundle, read_bundle, read_spec, save_bundle
+from medsight.bundle.folder import (
+    bundle_folder,
+    load_bundle,
+    read_bundle,
+    read_spec,
+    save_bundle,
+    write_card,
+)
 from medsight.bundle.loaded import Bundle
 from medsight.bundle.pipeline import InputPipeline, PixelsToLogits
 from medsight.bundle.predictions import prediction_columns, predictions_frame
@@ -43,4 +50,5 @@ __all__ = [
     "read_spec",
     "save_bundle",
     "softmax",
+    "write_card",
 ]

@@ -1,7 +1,8 @@
 """The bundle folder: written atomically, read safely, and found inside a run directory.
 
 A bundle folder holds ``model.safetensors`` (weights only: loading never unpickles code),
-``bundle.json`` (its :class:`~medsight.bundle.spec.BundleSpec`), ``model_card.md``, the domain
+``bundle.json`` (its :class:`~medsight.bundle.spec.BundleSpec`), ``model_card.md`` (also as
+``README.md``, the Hub's name for it), the domain
 guard's ``domain.safetensors``, for a bundle that crops to the lungs the lung U-Net's
 ``lungs.safetensors``, and what it was trained on (``training_images.json``,
 :mod:`~medsight.bundle.seen`). A run directory that
@@ -24,12 +25,20 @@ from medsight.bundle.loaded import Bundle
 from medsight.bundle.seen import TrainingImages
 from medsight.bundle.spec import FORMAT_VERSION, BundleSpec
 from medsight.errors import MedsightError
-from medsight.fsutil import atomic_dir
+from medsight.fsutil import atomic_dir, atomic_write_text
 from medsight.models.lungs import WEIGHTS_FILE as LUNG_WEIGHTS
 from medsight.models.lungs import LungCrop, lung_crop_from
 from medsight.models.zoo import create_model
 
 SPEC_FILE, WEIGHTS_FILE, CARD_FILE = "bundle.json", "model.safetensors", "model_card.md"
+HUB_CARD_FILE = "README.md"  # the Hugging Face Hub shows (and reads the metadata of) this one
+
+
+def write_card(folder: Path, card: str) -> None:
+    """The bundle's model card, as ``model_card.md`` and as ``README.md``: a bundle folder
+    uploaded as a Hub repository then shows its card and the Hub reads its YAML metadata."""
+    for name in (CARD_FILE, HUB_CARD_FILE):
+        atomic_write_text(Path(folder) / name, card)
 
 
 def bundle_folder(path: str | Path) -> Path:
@@ -65,7 +74,7 @@ def save_bundle(
             save_file(guard.weights(), str(tmp / DOMAIN_WEIGHTS))
         (tmp / SPEC_FILE).write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
         if card:
-            (tmp / CARD_FILE).write_text(card)
+            write_card(tmp, card)
         if training_images is not None:
             training_images.save(tmp)
     return folder

@@ -1,9 +1,10 @@
 """Bundles on the Hugging Face Hub: ``hf://org/name`` (or ``hf://org/name@revision``).
 
-A bundle folder uploaded as a Hub model repository (``huggingface-cli upload org/name BUNDLE``)
-is fetched into the Hub's own cache by ``huggingface_hub`` and used from there; offline, a bundle
-already in that cache is used, and one that is not gets an error saying so. ``HF_ENDPOINT``
-points it at a mirror, ``HF_TOKEN`` at a private repository.
+A bundle folder uploaded as a Hub model repository (``hf upload org/name BUNDLE``; its card is
+also its ``README.md``, which the Hub shows) is fetched into the Hub's own cache by
+``huggingface_hub`` and used from there; offline, a bundle already in that cache is used, and one
+that is not gets an error saying so. ``HF_ENDPOINT`` points it at a mirror, ``HF_TOKEN`` at a
+private repository.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medsight.bundle import Bundle, bundle_folder, load_bundle
+from medsight.bundle import Bundle, bundle_folder, load_bundle, write_card
 from medsight.data.sources import ImageTable
 from medsight.errors import DataError
 from medsight.evaluation.card import model_card
@@ -242,6 +242,6 @@ def audit_bundle(
     atomic_write_text(out / "model_card.md", card)
     folder = bundle_folder(bundle_path)
     if folder.resolve().parent == out.resolve():  # auditing a run in its own folder
-        atomic_write_text(folder / "model_card.md", card)
+        write_card(folder, card)
     write_report(out)
     return audit

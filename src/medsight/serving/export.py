@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medsight.bundle import Bundle, BundleSpec, OnnxPredictor, bundle_folder, load_bundle
-from medsight.bundle.folder import CARD_FILE, SPEC_FILE
+from medsight.bundle.folder import CARD_FILE, SPEC_FILE, write_card
 from medsight.bundle.runtime import (
     DOMAIN_NAME,
     INPUT_NAME,
@@ -170,7 +170,7 @@ def _record_in_bundle(folder: Path, spec: BundleSpec, record: dict[str, Any]) ->
         while end < len(lines) and lines[end].startswith("- "):
             end += 1
         lines[end:end] = int8_card_lines(updated.metrics)
-        atomic_write_text(card, "\n".join(lines) + "\n")
+        write_card(folder, "\n".join(lines) + "\n")
 
 
 @contextmanager
