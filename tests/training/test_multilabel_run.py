@@ -156,3 +156,13 @@ def test_onnx_and_triton_exports_carry_the_labels_own_values(run: Path, tmp_path
     a, b = onnx.predict(image), torch.predict(image)
     assert a.findings == b.findings
     assert np.allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=1e-4)
+
+
+def test_the_cli_prints_each_labels_figure(run: Path, tmp_path: Path, capsys) -> None:
+    from medsight.cli import main
+
+    args = ["evaluate", str(run / "bundle"), "--data", str(run / "splits.csv"), "--split", "test"]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "macro_roc_auc" in printed and "went_icu ROC-AUC" in printed
+    assert "images, " in printed.split("went_icu ROC-AUC")[1].splitlines()[0]

@@ -190,7 +190,10 @@ def _report_run(run: Path) -> None:
     if not (run / "metrics.json").is_file():  # a DDP worker process: rank 0 reports
         return
     metrics = json.loads((run / "metrics.json").read_text())
+    multi = metrics.get("task") == "multilabel"
+    name, key = ("macro ROC-AUC", "macro_roc_auc") if multi else ("accuracy", "accuracy")
+    value = "n/a" if metrics.get(key) is None else f"{metrics[key]:.3f}"
     print(
-        f"run written to {run}; {metrics['split']} accuracy {metrics['accuracy']:.3f} "
+        f"run written to {run}; {metrics['split']} {name} {value} "
         f"on {metrics['n']} images; report: {run / 'report.html'}"
     )

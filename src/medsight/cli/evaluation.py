@@ -138,14 +138,20 @@ def run_audit(args: argparse.Namespace) -> None:
 
 
 def _print_figures(metrics: dict) -> None:
-    """The headline figures with their 95 % CIs, one per line."""
+    """The headline figures with their 95 % CIs, one per line (a multi-label evaluation's
+    averages, then each label's ROC-AUC on the images that record it)."""
     print(f"{metrics['n']} images")
     for key, value in (metrics.get("figures") or {}).items():
-        if value["value"] is None:
-            continue
-        ci = (
-            f"  [{value['ci_low']:.3f}, {value['ci_high']:.3f}]"
-            if value["ci_low"] is not None
-            else ""
-        )
-        print(f"{key:<18} {value['value']:.3f}{ci}")
+        if value["value"] is not None:
+            print(f"{key:<18} {_with_ci(value)}")
+    for label, row in (metrics.get("per_label") or {}).items():
+        counts = f"{row['n']} images, {row['positives']} with it"
+        print(f"{label + ' ROC-AUC':<18} {_with_ci(row['roc_auc'])}  ({counts})")
+
+
+def _with_ci(figure: dict) -> str:
+    if figure["value"] is None:
+        return "n/a"
+    if figure["ci_low"] is None:
+        return f"{figure['value']:.3f}"
+    return f"{figure['value']:.3f}  [{figure['ci_low']:.3f}, {figure['ci_high']:.3f}]"
