@@ -83,9 +83,8 @@ class Evaluation(Mapping[str, Any]):
         return len(self._metrics)
 
     def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{k}={self.figures[k]}" for k in ("accuracy", "roc_auc") if k in self.figures
-        )
+        keys = ("accuracy", "roc_auc", "macro_roc_auc")  # the last: multi-label
+        shown = ", ".join(f"{k}={self.figures[k]}" for k in keys if k in self.figures)
         where = f" in {self.folder}" if self.folder else ""
         return f"Evaluation(n={self._metrics.get('n')}, {shown}){where}"
 
