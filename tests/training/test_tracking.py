@@ -118,19 +118,18 @@ def test_a_resumed_run_continues_its_mlflow_run(
     assert "test/accuracy_ci_low" in only.data.metrics
 
 
+def _two_folds(data: Path, out: Path) -> Path:
+    """A quick 2-fold run of malaria-lenet tracked in MLflow."""
+    return api.train(
+        "malaria-lenet", data, out, epochs=1, overrides=QUICK, folds=2, tracking="mlflow"
+    )
+
+
 def test_kfold_runs_are_children_of_one_parent_run(
     malaria_subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     uri = _mlflow_env(monkeypatch, tmp_path / "mlruns")
-    out = api.train(
-        "malaria-lenet",
-        malaria_subset,
-        tmp_path / "cv",
-        epochs=1,
-        overrides=QUICK,
-        folds=2,
-        tracking="mlflow",
-    )
+    out = _two_folds(malaria_subset, tmp_path / "cv")
     client = mlflow.MlflowClient(uri)
     parent_id = json.loads((out / "tracking.json").read_text())["run_id"]
     experiment = client.get_experiment_by_name("malaria-lenet")
@@ -237,14 +236,6 @@ def test_a_failed_fold_closes_the_parent_run_as_failed(
 
     monkeypatch.setattr(Run, "fit", broken)
     with pytest.raises(RuntimeError, match="fold broke"):
-        api.train(
-            "malaria-lenet",
-            malaria_subset,
-            tmp_path / "cv",
-            epochs=1,
-            overrides=QUICK,
-            folds=2,
-            tracking="mlflow",
-        )
+        _two_folds(malaria_subset, tmp_path / "cv")
     parent_id = json.loads((tmp_path / "cv" / "tracking.json").read_text())["run_id"]
     assert mlflow.MlflowClient(uri).get_run(parent_id).info.status == "FAILED"
