@@ -2,7 +2,8 @@
 
 Training is what ``medsight train`` runs, through its run object
 (:class:`medsight.training.run.Run`): ``prepare`` hashes, splits and decodes every image once
-into RAM (through the decoded-image cache, empty at the start: a first run), then Lightning fits
+into its store (through the decoded-image cache, empty at the start: a first run; decoding
+goes on while the first epoch trains, as in ``medsight train``), then Lightning fits
 the run's planned module (the recipe's model in channels_last behind the bundle's input
 pipeline) with its DataLoader workers, sampler, augmentation and schedule callbacks.
 Prediction is what ``medsight predict`` runs (:func:`medsight.serving.batch.predict_files`:
@@ -94,6 +95,8 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
         with warnings.catch_warnings():  # validation is left out on purpose: training is timed
             warnings.filterwarnings("ignore", message=".*validation_step.*val_dataloader")
             trainer.fit(plan.module, loader)
+        if data.decoding is not None:  # decoded while the first epoch trained: let it finish
+            data.decoding.result()
     train_images = int((data.split == "train").sum())
     figures = training_figures(
         prepare_s, fit_start, clock.ends, clock.sizes, len(loader), train_images, warmup, steps

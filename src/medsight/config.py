@@ -60,6 +60,9 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     test_fraction: float = Field(0.1, ge=0, lt=1)
     limit: int | None = Field(None, gt=0, description="use at most this many images (quick runs)")
+    # a new data set is decoded while the first epoch trains, in the order it reads the images;
+    # false decodes every image first (a lung crop or several processes always do)
+    overlap_decoding: bool = True
     # tutorial (d): build the data from the ieee8023 metadata.csv in --data plus Kermany images
     # covid-findings: several labels per X-ray from the sheet (medsight.data.findings)
     curation: Literal["covid-vs-normal", "covid-vs-pneumonia", "covid-findings"] | None = None

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from medsight.data.dataset import ArrayDataset, decode_images
+from medsight.data.dataset import ArrayDataset, EpochSampler, decode_images
 from medsight.data.io import load_image
 
 
@@ -68,3 +69,16 @@ def test_decoded_cache_is_keyed_by_content_and_size(
     # another size is another entry
     other, _ = decode_images([str(source)], (16, 16), 3, hashes=[digest])
     assert other.shape == (1, 16, 16, 3) and len(list((tmp_path / "cache").rglob("*.npy"))) == 2
+
+
+@pytest.mark.parametrize("balanced", [False, True], ids=["shuffled", "class-balanced"])
+def test_first_rows_are_epoch_zeros_draws_in_order(balanced: bool) -> None:
+    labels = np.array([0] * 30 + [1] * 7)
+    sampler = EpochSampler(labels, seed=11, balanced=balanced)
+    sampler.set_epoch(3)
+    rows = sampler.first_rows()
+    assert sampler.epoch == 3  # asking changes nothing
+    sampler.set_epoch(0)
+    drawn = [key - len(labels) for key in sampler]
+    assert rows.tolist() == list(dict.fromkeys(drawn))  # distinct, first-drawn first
+    assert len(rows) == (len(set(drawn)) if balanced else len(labels))

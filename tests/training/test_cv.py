@@ -55,7 +55,7 @@ def test_a_fold_without_a_class_is_refused_before_any_fold_trains(
 ) -> None:
     from medsight.training import prepare
 
-    monkeypatch.setattr(prepare, "decode_to_store", lambda *a, **k: pytest.fail("decoded"))
+    monkeypatch.setattr(prepare, "StoreDecode", lambda *a, **k: pytest.fail("decoded"))
     data = tmp_path / "data"
     for name, files in (
         ("Parasitized", [f"C1P{i}_cell.png" for i in range(30)]),

@@ -53,7 +53,7 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def decode(*args: object, **kwargs: object) -> None:
         raise AssertionError("images were decoded before the data was checked")
 
-    monkeypatch.setattr(prepare_module, "decode_to_store", decode)
+    monkeypatch.setattr(prepare_module, "StoreDecode", decode)
 
 
 @pytest.mark.parametrize(

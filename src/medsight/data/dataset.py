@@ -2,8 +2,8 @@
 
 Decoding, not the model, bounds small-image training on CPU: keeping the resized pixels (in the
 store of :mod:`medsight.data.store`, or an array) means epochs after the first never touch the
-files again. Unreadable files are found here, before
-training starts, and reported instead of crashing in the middle of an epoch.
+files again. Unreadable files are found here and reported instead of crashing an epoch: before
+training, or (decoded while the first epoch runs) before anything trained on them is kept.
 
 Randomness is a function of (seed, epoch, image) only (:class:`EpochSampler` and the seeded
 items of :class:`ArrayDataset`), so a resumed, multi-worker or multi-process run draws the same
@@ -12,7 +12,7 @@ shuffles and augmentations as one uninterrupted run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -35,17 +35,22 @@ def decode_rows(
     threads: int = 2,
     hashes: list[str] | None = None,
     desc: str = "decode",
+    order: Sequence[int] | None = None,
+    failed: Callable[[int, str], None] | None = None,
 ) -> list[tuple[str, str]]:
-    """Decode and resize each of ``paths`` in parallel and hand it to ``write(i, pixels)``.
+    """Decode and resize each of ``paths`` in parallel (taken in ``order`` when given) and hand
+    it to ``write(i, pixels)``.
 
     With the files' SHA-256 ``hashes``, pixels come from (and go to) the disk cache of
     :mod:`medsight.data.cache`. Returns ``(path, reason)`` for the files that could not be read
-    (their rows are never written), so callers can drop and report them.
+    (their rows are never written; ``failed(i, reason)`` hears of each at once), so callers can
+    drop and report them.
     """
     failures: list[tuple[str, str]] = []
     root = cache_root() if hashes is not None else None
 
-    def one(i: int) -> None:
+    def one(k: int) -> None:
+        i = int(order[k]) if order is not None else k
         if root is not None:
             hit = cached(root, hashes[i], size, channels)
             if hit is not None:
@@ -55,6 +60,8 @@ def decode_rows(
             pixels = load_image(paths[i], size=size, channels=channels)
         except UnreadableImageError as exc:
             failures.append((paths[i], exc.reason))
+            if failed is not None:
+                failed(i, exc.reason)
             return
         write(i, pixels)
         if root is not None:
@@ -118,6 +125,17 @@ class EpochSampler(Sampler[int]):
         size = len(self) * world
         order = torch.cat([order, order[: size - n]])[rank::world]  # equal share per process
         return iter((order + (self.epoch + 1) * n).tolist())
+
+    def first_rows(self) -> np.ndarray:
+        """The distinct rows epoch 0 draws, in the order it first draws them (over every
+        process of a multi-process run): decoded in this order, that epoch can start at once."""
+        saved, self.epoch = self.epoch, 0
+        try:
+            rows = np.fromiter(iter(self), dtype=np.int64) - len(self.labels)
+        finally:
+            self.epoch = saved
+        _, first = np.unique(rows, return_index=True)
+        return rows[np.sort(first)]
 
 
 class EpochLoader(DataLoader):

@@ -15,12 +15,17 @@ process, so forked DataLoader workers and pickled copies share nothing but the f
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import threading
+import time
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,21 @@ from medsight.data.dataset import decode_rows
 from medsight.fsutil import atomic_write_text, temp_beside
 
 FORMAT = 1  # bump when the decoded pixels of a file change (e.g. another resize rule)
+READY, FAILED = b"\x01", b"\x02"  # a row's state while its store is filled (0: not yet)
+
+
+class DecodeCancelled(Exception):
+    """Decoding was stopped because the run that needed it stopped."""
+
+
+@dataclass(frozen=True)
+class Filling:
+    """Where a store being decoded is written (``temp``, renamed when complete), the file of its
+    rows' states (a byte each), and the process decoding it."""
+
+    temp: Path
+    states: Path
+    owner: int
 
 
 class PixelStore:
@@ -40,9 +60,18 @@ class PixelStore:
     array would; :meth:`rows` returns a view on some rows without reading any pixels.
     """
 
-    def __init__(self, path: Path, count: int, image_shape: tuple[int, int, int], rows=None):
+    def __init__(
+        self,
+        path: Path,
+        count: int,
+        image_shape: tuple[int, int, int],
+        rows=None,
+        filling: Filling | None = None,
+    ):
         self.path, self.count, self.image_shape = Path(path), count, tuple(image_shape)
         self.index = np.arange(count) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.filling = filling  # still being decoded (:class:`StoreDecode`): reads wait for rows
+        self._waiting = filling is not None
         self._fd: int | None = None
         self._pid = -1
 
@@ -61,14 +90,44 @@ class PixelStore:
 
     def rows(self, which) -> PixelStore:
         """The store restricted to ``which`` (a boolean mask or row numbers); nothing is read."""
-        return PixelStore(self.path, self.count, self.image_shape, self.index[which])
+        rows = self.index[which]
+        return PixelStore(self.path, self.count, self.image_shape, rows, self.filling)
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own
-            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+            self._fd, self._pid = self._open(), os.getpid()
         return self._fd
 
+    def _open(self) -> int:
+        if self.filling is not None:
+            try:
+                return os.open(self.filling.temp, os.O_RDONLY)
+            except FileNotFoundError:
+                pass  # complete, and renamed to its own name
+        return os.open(self.path, os.O_RDONLY)
+
+    def _wait_for(self, rows: np.ndarray) -> None:
+        """Wait until ``rows`` are decoded (or found unreadable: they then read as zeros)."""
+        with open(self.filling.states, "rb") as handle:
+            while True:
+                handle.seek(0)
+                states = np.frombuffer(handle.read(), dtype=np.uint8)
+                if states.all():
+                    self._waiting = False  # every row is in: no more waiting in this process
+                    return
+                if states[rows].all():
+                    return
+                try:
+                    os.kill(self.filling.owner, 0)
+                except ProcessLookupError:
+                    raise DecodeCancelled(
+                        f"{self.path}: the process decoding the images ended"
+                    ) from None
+                time.sleep(0.005)
+
     def _read(self, rows: np.ndarray) -> np.ndarray:
+        if self._waiting:
+            self._wait_for(rows)
         out = np.empty((len(rows), *self.image_shape), dtype=np.uint8)
         flat, fd, size = out.reshape(len(rows), -1), self._file(), self.row_bytes
         start = 0
@@ -111,6 +170,15 @@ _scratch: list[Path] = []
 def _remove_scratch() -> None:
     for folder in _scratch:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+_running: weakref.WeakSet[StoreDecode] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_decoding() -> None:  # registered after _remove_scratch, so it runs before it
+    for job in list(_running):
+        job.cancel()
 
 
 def scratch_folder() -> Path:
@@ -159,6 +227,133 @@ def _known_failures(path: Path, count: int, row_bytes: int) -> list[tuple[str, s
     return None
 
 
+class StoreDecode:
+    """Decoding ``paths`` into a store on a background thread, in the row ``order`` given.
+
+    :attr:`store` can be read at once, from any process: a read waits for the rows it needs
+    (their states are in a small file beside the store). Decoded in the order a training's first
+    epoch reads them, that epoch runs while decoding goes on instead of after it. A complete store
+    already in the cache is opened at once; an unreadable file's row reads as zeros and is listed
+    in :attr:`failures` as soon as it is found.
+    """
+
+    def __init__(
+        self,
+        paths: list[str],
+        size: tuple[int, int],
+        channels: int,
+        hashes: list[str] | None = None,
+        threads: int = 2,
+        order: np.ndarray | None = None,
+        keep: bool = True,
+    ):
+        self.paths, self.size, self.channels, self.hashes = paths, size, channels, hashes
+        self.threads, self.order = threads, order
+        self.shape = (size[0], size[1], channels)
+        self.failures: list[tuple[str, str]] = []
+        self.error: BaseException | None = None
+        self._cancelled = threading.Event()
+        root = cache_root() if hashes is not None and keep else None
+        self.kept = root is not None
+        if root is not None:
+            path = root / "stores" / f"{_key(hashes, size, channels)}.u8"
+            known = _known_failures(path, len(paths), int(np.prod(self.shape)))
+            if known is not None:
+                self.path, self.failures, self._thread = path, known, None
+                self.store = self._complete(path)
+                return
+            try:
+                self._start(path)
+                return
+            except OSError:  # a full or read-only cache only costs a scratch copy
+                self.kept = False
+        self._start(scratch_folder() / "pixels.u8")
+
+    def _complete(self, path: Path) -> PixelStore:
+        return PixelStore(path, len(self.paths), self.shape)
+
+    def _start(self, path: Path) -> None:
+        self.path, count = path, len(self.paths)
+        self._temp, states = temp_beside(path), scratch_folder() / "states.u8"
+        try:
+            with open(self._temp, "r+b") as handle:
+                handle.truncate(count * int(np.prod(self.shape)))  # unwritten rows read as zeros
+            states.write_bytes(bytes(count))
+        except BaseException:
+            self._temp.unlink(missing_ok=True)
+            raise
+        filling = Filling(self._temp, states, os.getpid())
+        self.store = PixelStore(path, count, self.shape, filling=filling)
+        self._thread = threading.Thread(target=self._run, name="medsight-decode", daemon=True)
+        self._thread.start()
+        _running.add(self)
+
+    def _run(self) -> None:
+        row_bytes, count = int(np.prod(self.shape)), len(self.paths)
+        states = os.open(self.store.filling.states, os.O_WRONLY)
+        pixels = os.open(self._temp, os.O_WRONLY)
+        try:
+
+            def write(i: int, row: np.ndarray) -> None:
+                if self._cancelled.is_set():
+                    raise DecodeCancelled(f"decoding into {self.path} was stopped")
+                row = np.ascontiguousarray(row, dtype=np.uint8)
+                os.pwrite(pixels, row.tobytes(), i * row_bytes)
+                os.pwrite(states, READY, i)
+
+            def failed(i: int, reason: str) -> None:
+                self.failures.append((self.paths[i], reason))
+                os.pwrite(states, FAILED, i)
+
+            decode_rows(
+                self.paths, self.size, self.channels, write, self.threads, self.hashes,
+                order=self.order, failed=failed,
+            )  # fmt: skip
+            os.fsync(pixels)
+            os.replace(self._temp, self.path)
+            if self.kept:
+                failures = json.dumps({"failures": self.failures})
+                with contextlib.suppress(OSError):
+                    atomic_write_text(self.path.with_suffix(".json"), failures)
+        except BaseException as exc:  # readers must never wait for rows that will not come
+            self.error = exc
+            os.pwrite(states, FAILED * count, 0)
+        finally:
+            os.close(pixels)
+            os.close(states)
+
+    @property
+    def done(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+    def wait(self) -> None:
+        """Wait until every row is decoded (or decoding stopped)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def cancel(self) -> None:
+        """Stop decoding (the run stopped): nothing half-written is kept."""
+        self._cancelled.set()
+        self.wait()
+        if self.error is not None:
+            self._temp.unlink(missing_ok=True)
+
+    def result(self) -> tuple[PixelStore, list[tuple[str, str]]]:
+        """The complete store and the ``(path, reason)`` of the unreadable files, once decoding
+        has ended; an error that stopped it is raised (a full cache only costs a scratch copy)."""
+        self.wait()
+        if self.error is not None:
+            self._temp.unlink(missing_ok=True)
+        if isinstance(self.error, OSError) and self.kept:
+            return StoreDecode(
+                self.paths, self.size, self.channels, self.hashes, self.threads, keep=False
+            ).result()
+        if self.error is not None:
+            raise self.error
+        row = {path: i for i, path in enumerate(self.paths)}
+        return self._complete(self.path), sorted(self.failures, key=lambda f: row[f[0]])
+
+
 def decode_to_store(
     paths: list[str],
     size: tuple[int, int],
@@ -173,28 +368,7 @@ def decode_to_store(
     kept in the cache under its manifest, and a later run on the same data opens it at once;
     otherwise it is a scratch file removed when the process ends.
     """
-    shape = (size[0], size[1], channels)
-
-    def decode(path: Path) -> tuple[PixelStore, list[tuple[str, str]]]:
-        fill = lambda write: decode_rows(paths, size, channels, write, threads, hashes)  # noqa: E731
-        return write_store(path, len(paths), shape, fill)
-
-    root = cache_root() if hashes is not None else None
-    if root is None:
-        return decode(scratch_folder() / "pixels.u8")
-    path = root / "stores" / f"{_key(hashes, size, channels)}.u8"
-    known = _known_failures(path, len(paths), int(np.prod(shape)))
-    if known is not None:
-        return PixelStore(path, len(paths), shape), known
-    try:
-        store, failures = decode(path)
-    except OSError:  # a full or read-only cache only costs a scratch copy
-        return decode(scratch_folder() / "pixels.u8")
-    try:
-        atomic_write_text(path.with_suffix(".json"), json.dumps({"failures": failures}))
-    except OSError:
-        pass
-    return store, failures
+    return StoreDecode(paths, size, channels, hashes, threads).result()
 
 
 def map_store(

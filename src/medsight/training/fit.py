@@ -24,20 +24,52 @@ from torch.utils.data import DataLoader
 from medsight.bundle import BundleSpec, InputPipeline
 from medsight.config import Recipe
 from medsight.data.augment import BatchTransform
-from medsight.data.dataset import ArrayDataset, EpochLoader, EpochSampler
+from medsight.data.dataset import ArrayDataset, EpochLoader
 from medsight.data.multilabel import MultiLabelRule
+from medsight.data.store import StoreDecode
 from medsight.errors import ConfigError
 from medsight.fsutil import atomic_write_bytes
 from medsight.training.device import Device, resolve_device
 from medsight.training.model import build_model
 from medsight.training.module import Classifier, FreezeSchedule, HistoryAndProgress
 from medsight.training.outputs import write_run_outputs
-from medsight.training.prepare import Prepared
+from medsight.training.prepare import Prepared, settle, train_sampler
 from medsight.training.tracking import Tracking
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no GPU/TPU/tips chatter
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+class FirstEpochStopped(Exception):
+    """The first epoch, trained while its images were decoded, met one that cannot be read (or
+    decoding failed): nothing of it may be kept, since a run never trains on such a file."""
+
+
+class DecodeWatch(L.Callback):
+    """Watches the decoding that goes on while the first epoch trains: stops the fit as soon as
+    a file turns out unreadable, and keeps the first checkpoint waiting until every image is in."""
+
+    def __init__(self, decoding: StoreDecode):
+        self.decoding = decoding
+
+    def _check(self) -> None:
+        if self.decoding.error is not None:
+            raise FirstEpochStopped(f"decoding stopped: {self.decoding.error}")
+        if failures := list(self.decoding.failures):
+            path, reason = failures[0]
+            raise FirstEpochStopped(f"{path}: {reason}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._check()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.decoding.wait()  # checkpoints are written after this hook
+        self._check()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, FirstEpochStopped):  # the run stops: so does decoding
+            self.decoding.cancel()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -125,11 +157,10 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
         "pin_memory": on_gpu,
     }
     is_train, is_val = split == "train", split == "val"
-    sampler = EpochSampler(labels[is_train], tcfg.seed, tcfg.class_balance == "sampler")
     train = EpochLoader(
         ArrayDataset(data.pixels.rows(is_train), labels[is_train], tcfg.seed),
         batch_size=tcfg.batch_size,
-        sampler=sampler,
+        sampler=train_sampler(recipe, data.table),
         collate_fn=BatchTransform(recipe.augment, on_device=on_gpu),
         **workers,
     )
@@ -166,6 +197,8 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
     tracking = Tracking(recipe, out, resume)
     history = HistoryAndProgress(out / "history.csv")
     callbacks = [checkpoint, last, history, tracking, *plan.callbacks]
+    if data.decoding is not None:  # the first epoch trains while its images are decoded
+        callbacks.insert(0, DecodeWatch(data.decoding))
     if tcfg.early_stopping:
         callbacks.append(
             L.pytorch.callbacks.EarlyStopping(
@@ -193,12 +226,17 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
     # the epoch Lightning itself gives the sampler, known before the first iterator is made
     plan.train.epoch_of = lambda: trainer.fit_loop.epoch_progress.current.processed
     started = time.monotonic()
-    trainer.fit(
-        plan.module,
-        plan.train,
-        plan.val,
-        ckpt_path=out / "checkpoints" / "last.ckpt" if resume else None,
-    )
+    try:
+        trainer.fit(
+            plan.module,
+            plan.train,
+            plan.val,
+            ckpt_path=out / "checkpoints" / "last.ckpt" if resume else None,
+        )
+    except FirstEpochStopped:
+        tracking.discard()  # the fit starts again: nothing of this one is kept
+        raise
+    overlapped, data = data.decoding is not None, settle(data)
     if not trainer.is_global_zero:
         return out
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
@@ -208,6 +246,7 @@ def fit(recipe: Recipe, data: Prepared, out: Path, devices: int = 1, resume: boo
         "epochs_run": trainer.current_epoch,
         "train_seconds": round(time.monotonic() - started, 1),
         "resumed": resume,
+        "decoded_during_first_epoch": overlapped,
         "pretrained": recipe.model.pretrained,
         "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
         "world_size": trainer.world_size,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,18 +17,20 @@ import numpy as np
 import pandas as pd
 
 from medsight.config import Recipe
+from medsight.data.dataset import EpochSampler
 from medsight.data.io import content_sha256
 from medsight.data.labels import LabelRule
 from medsight.data.multilabel import LABEL_PREFIX, MultiLabelRule
 from medsight.data.patients import PatientRule, patient_coverage, require_patients
 from medsight.data.sources import ImageTable
 from medsight.data.splits import assign_splits, check_leakage
-from medsight.data.store import PixelStore, decode_to_store
+from medsight.data.store import PixelStore, StoreDecode
 from medsight.data.trainable import check_classes, check_split_classes, load_trainable
 from medsight.errors import ConfigError, DataError, MedsightError
 from medsight.fsutil import atomic_write_text
 from medsight.models.lungs import LungCrop
-from medsight.progress import progress
+from medsight.progress import Progress
+from medsight.threads import each_in_threads
 
 log = logging.getLogger(__name__)
 NEGATIVE_NAMES = {"normal", "uninfected", "healthy", "negative", "no finding", "benign", "0"}
@@ -37,7 +40,11 @@ SPLIT_COLUMNS = ["path", "label", "patient", "patient_source", "split", "sha256"
 @dataclass
 class Prepared:
     """The split table and its decoded pixels (rows aligned; on disk, see
-    :mod:`medsight.data.store`), plus what was left out."""
+    :mod:`medsight.data.store`), plus what was left out.
+
+    With ``decoding`` the pixels are still being decoded, in the order the first epoch reads
+    them: :func:`settle` gives the data once it has ended, without the files found unreadable.
+    """
 
     table: ImageTable
     pixels: PixelStore
@@ -45,6 +52,7 @@ class Prepared:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     split_warning: str | None = None
     lungs: LungCrop | None = None  # pixels already cropped by it (preprocess.lung_crop)
+    decoding: StoreDecode | None = None
 
     @property
     def split(self) -> np.ndarray:
@@ -172,9 +180,37 @@ def hashed_table(recipe: Recipe, data: str | Path, out: Path | None = None) -> I
             rows.sort_index().reset_index(drop=True), table.class_names, table.source, table.skipped
         )
     check_classes(table, limit if limited else None)
-    paths = list(table.frame["path"])
-    table.frame["sha256"] = [content_sha256(p) for p in progress(paths, "hash", unit="img")]
+    table.frame["sha256"] = hash_files(list(table.frame["path"]))
     return table
+
+
+def hash_files(paths: list[str]) -> list[str]:
+    """The SHA-256 of each file, read on several threads (hashing releases the GIL)."""
+    hashes = [""] * len(paths)
+
+    def one(i: int) -> None:
+        hashes[i] = content_sha256(paths[i])
+
+    with Progress(len(paths), "hash", "img") as bar:
+        for _ in each_in_threads(one, len(paths), min(8, os.cpu_count() or 1)):
+            bar.update()
+    return hashes
+
+
+def train_sampler(recipe: Recipe, table: ImageTable) -> EpochSampler:
+    """The sampler of the training split's rows: shuffled, or class-balanced."""
+    labels = table.targets if table.multi_label else table.labels
+    train = table.frame["split"].to_numpy() == "train"
+    return EpochSampler(labels[train], recipe.train.seed, recipe.train.class_balance == "sampler")
+
+
+def first_epoch_order(recipe: Recipe, table: ImageTable) -> np.ndarray:
+    """Every table row, in the order the first epoch needs them: the training rows as its
+    sampler draws them, then validation, then the rest."""
+    split = table.frame["split"].to_numpy()
+    drawn = np.flatnonzero(split == "train")[train_sampler(recipe, table).first_rows()]
+    rest = np.setdiff1d(np.arange(len(table)), drawn)
+    return np.concatenate([drawn, rest[split[rest] == "val"], rest[split[rest] != "val"]])
 
 
 def split_table(recipe: Recipe, table: ImageTable) -> tuple[ImageTable, str | None]:
@@ -208,49 +244,83 @@ def split_table(recipe: Recipe, table: ImageTable) -> tuple[ImageTable, str | No
 
 
 def prepare(
-    recipe: Recipe, data: str | Path, out: Path, write: bool, table: ImageTable | None = None
+    recipe: Recipe,
+    data: str | Path,
+    out: Path,
+    write: bool,
+    table: ImageTable | None = None,
+    overlap: bool = False,
 ) -> Prepared:
     """Split and decode the data (or an already hashed ``table``); when ``write``, record
-    ``splits.csv``, ``skipped.csv`` and ``run.json`` (what ``--resume`` reloads)."""
+    ``splits.csv``, ``skipped.csv`` and ``run.json`` (what ``--resume`` reloads).
+
+    With ``overlap``, unless the decoded store is cached, decoding goes on in the background
+    in the first epoch's order and the data comes back at once, still ``decoding``."""
     if table is None:
         table = hashed_table(recipe, data, out if write else None)
     table, warning = split_table(recipe, table)
-    pixels, failures = decode_to_store(
+    decoding = StoreDecode(
         list(table.frame["path"]),
         recipe.data.image_size,
         recipe.data.channels,
         hashes=list(table.frame["sha256"]),
+        order=first_epoch_order(recipe, table) if overlap else None,
     )
-    bad = {p for p, _ in failures}
-    keep = ~table.frame["path"].isin(bad).to_numpy()
-    table, pixels = table.select(keep), pixels.rows(keep)
-    prepared = Prepared(
-        table,
-        pixels,
-        None
-        if table.multi_label
-        else positive_class(table.class_names, recipe.data.positive_class),
-        table.skipped + failures,
-        warning,
+    positive = (
+        None if table.multi_label else positive_class(table.class_names, recipe.data.positive_class)
+    )
+    prepared = Prepared(table, decoding.store, positive, table.skipped, warning, None, decoding)
+    if not overlap or decoding.done:
+        prepared = settle(prepared)
+    if write:
+        _record_run(prepared, data, out)
+    return prepared
+
+
+def settle(prepared: Prepared, out: Path | None = None) -> Prepared:
+    """``prepared`` once its decoding has ended: the files found unreadable left out (and
+    listed in ``skipped``), the splits checked again, and recorded in ``out`` when given."""
+    if prepared.decoding is None:
+        return prepared
+    pixels, failures = prepared.decoding.result()
+    table = prepared.table
+    keep = ~table.frame["path"].isin({p for p, _ in failures}).to_numpy()
+    table = table.select(keep)
+    prepared = replace(
+        prepared,
+        table=table,
+        pixels=pixels.rows(keep),
+        skipped=table.skipped + failures,
+        decoding=None,
     )
     if failures:  # unreadable files may have taken a split's last image of a class
         check_split_classes(table)
-    if write:
-        skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
-        atomic_write_text(out / "skipped.csv", skipped.to_csv(index=False))
-        columns = [c for c in [*SPLIT_COLUMNS, "source"] if c in table.frame]
-        columns += [c for c in table.frame if c.startswith(LABEL_PREFIX)]
-        atomic_write_text(out / "splits.csv", table.frame[columns].to_csv(index=False))
-        facts = {
-            "data": str(data),
-            "source": table.source,
-            "class_names": table.class_names,
-            "positive_class": prepared.positive_class,
-            "split_warning": warning,
-            "leakage": table.frame.attrs.get("leakage"),
-        }
-        atomic_write_text(out / "run.json", json.dumps(facts, indent=2))
+    if out is not None:
+        _record_splits(prepared, out)
     return prepared
+
+
+def _record_run(prepared: Prepared, data: str | Path, out: Path) -> None:
+    table = prepared.table
+    facts = {
+        "data": str(data),
+        "source": table.source,
+        "class_names": table.class_names,
+        "positive_class": prepared.positive_class,
+        "split_warning": prepared.split_warning,
+        "leakage": table.frame.attrs.get("leakage"),
+    }
+    atomic_write_text(out / "run.json", json.dumps(facts, indent=2))
+    _record_splits(prepared, out)
+
+
+def _record_splits(prepared: Prepared, out: Path) -> None:
+    skipped = pd.DataFrame(prepared.skipped, columns=["path", "reason"])
+    atomic_write_text(out / "skipped.csv", skipped.to_csv(index=False))
+    frame = prepared.table.frame
+    columns = [c for c in [*SPLIT_COLUMNS, "source"] if c in frame]
+    columns += [c for c in frame if c.startswith(LABEL_PREFIX)]
+    atomic_write_text(out / "splits.csv", frame[columns].to_csv(index=False))
 
 
 def crop_to_lungs(
@@ -272,9 +342,8 @@ def reload_prepared(recipe: Recipe, out: Path) -> Prepared:
     facts = json.loads((out / "run.json").read_text())
     frame = pd.read_csv(out / "splits.csv", dtype=str, keep_default_na=False)
     frame["patient"] = frame["patient"].replace("", None)
-    changed = [
-        p for p, h in zip(frame["path"], frame["sha256"], strict=True) if content_sha256(p) != h
-    ]
+    now = hash_files(list(frame["path"]))
+    changed = [p for p, h, n in zip(frame["path"], frame["sha256"], now, strict=True) if n != h]
     if changed:
         raise DataError(
             f"{len(changed)} image(s) changed since the run started "
@@ -282,12 +351,12 @@ def reload_prepared(recipe: Recipe, out: Path) -> Prepared:
         )
     table = ImageTable(frame, facts["class_names"], facts["source"])
     table.frame.attrs["leakage"] = facts.get("leakage")
-    pixels, failures = decode_to_store(
+    pixels, failures = StoreDecode(
         list(frame["path"]),
         recipe.data.image_size,
         recipe.data.channels,
         hashes=list(frame["sha256"]),
-    )
+    ).result()
     if failures:
         raise DataError(
             f"{failures[0][0]}: {failures[0][1]} (it was readable when the run "

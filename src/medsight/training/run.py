@@ -9,6 +9,7 @@ would have (same seed, same data, same draws).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -19,7 +20,7 @@ from medsight.data.sources import ImageTable
 from medsight.errors import MedsightError
 from medsight.models.extras import check_extras
 from medsight.training.device import resolve_device
-from medsight.training.fit import FitPlan, fit, plan_fit
+from medsight.training.fit import FirstEpochStopped, FitPlan, fit, num_nodes, plan_fit
 from medsight.training.prepare import (
     Prepared,
     crop_to_lungs,
@@ -27,9 +28,11 @@ from medsight.training.prepare import (
     prepare,
     prepare_run_dir,
     reload_prepared,
+    settle,
 )
 from medsight.training.tracking import check_tracking
 
+log = logging.getLogger(__name__)
 RESUME_NEEDS = ("config.yaml", "run.json", "splits.csv", "checkpoints/last.ckpt")
 
 
@@ -96,9 +99,17 @@ class Run:
 
     def prepare(self, data: str | Path, table: ImageTable | None = None) -> Prepared:
         """Split and decode ``data`` (or an already hashed ``table``) and crop it to the lungs
-        when the recipe says so, recording the splits in the run directory."""
+        when the recipe says so, recording the splits in the run directory. A new data set is
+        decoded while the first epoch trains (``data.overlap_decoding``), except where every
+        image is needed first (a lung crop) or several processes would each decode it."""
         self._seed()
-        prepared = prepare(self.recipe, data, self.out, write=self.writes, table=table)
+        overlap = (
+            self.recipe.data.overlap_decoding
+            and self.recipe.preprocess.lung_crop is None
+            and self.devices == 1
+            and num_nodes(self.devices) == 1
+        )
+        prepared = prepare(self.recipe, data, self.out, self.writes, table, overlap)
         return crop_to_lungs(self.recipe, prepared, data, self.out, reuse=not self.writes)
 
     def reload(self) -> Prepared:
@@ -112,7 +123,15 @@ class Run:
         return plan_fit(self.recipe, data)
 
     def fit(self, data: Prepared, resume: bool = False) -> Path:
-        """Fit (from the last checkpoint when ``resume``) and write the outputs."""
+        """Fit (from the last checkpoint when ``resume``) and write the outputs. A first epoch
+        that met an unreadable file while its images were decoded starts again without it, as
+        a run that had decoded everything first would have trained."""
+        try:
+            return fit(self.recipe, data, self.out, self.devices, resume=resume)
+        except FirstEpochStopped as stop:
+            log.warning("%s; training starts again without the files that cannot be read", stop)
+        data = settle(data, self.out if self.writes else None)
+        self._seed()
         return fit(self.recipe, data, self.out, self.devices, resume=resume)
 
     def discard_if_unfinished(self) -> None:

@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,16 @@ class Tracking(L.Callback):
             self.mlflow.record()
             if self.resume:  # it ended FAILED, or still says RUNNING after a kill
                 self.mlflow.logger.experiment.update_run(self.mlflow.logger.run_id, "RUNNING")
+
+    def discard(self) -> None:
+        """Remove what this fit logged: it stopped in its first epoch and starts again."""
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        for logger in self.loggers:
+            if isinstance(logger, CSVLogger | TensorBoardLogger):  # folders inside the run
+                shutil.rmtree(logger.log_dir, ignore_errors=True)
+        if self.mlflow is not None:
+            self.mlflow.logger.experiment.delete_run(self.mlflow.logger.run_id)
 
     def finish(self, step: int) -> None:
         """Log the run's final figures (and with MLflow its artefacts), then close the logs."""
