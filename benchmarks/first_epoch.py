@@ -84,8 +84,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("first_epoch_done_s", "wall_s"):
         first, overlapped = median(False, key), median(True, key)
         summary[key] = {
-            "decode_first": first,
-            "overlapped": overlapped,
+            "decode_first": round(first, 1),
+            "overlapped": round(overlapped, 1),
             "speedup": round(first / overlapped, 3),
         }
     summary["identical_weights"] = len({r["weights_sha256"] for r in rows}) == 1

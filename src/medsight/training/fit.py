@@ -164,11 +164,13 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
         collate_fn=BatchTransform(recipe.augment, on_device=on_gpu),
         **workers,
     )
+    # validation batches are only read and stacked (no augmentation): the main process does
+    # that at disk speed, and two more worker processes alive beside the training's cost memory
     val = DataLoader(
         ArrayDataset(data.pixels.rows(is_val), labels[is_val]),
         batch_size=tcfg.batch_size,
         collate_fn=BatchTransform(),
-        **workers,
+        pin_memory=on_gpu,
     )
     callbacks: list[L.Callback] = []
     if tcfg.freeze_epochs:
