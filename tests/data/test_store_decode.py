@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from pathlib import Path
@@ -118,7 +119,15 @@ def test_a_cancelled_decode_keeps_nothing_and_wakes_its_readers(
     hashes = [content_sha256(p) for p in cells]
     gate = Gate(monkeypatch, {cells[3]})
     job = StoreDecode(cells, SIZE, 3, hashes, threads=1, order=np.arange(len(cells)))
-    reader = threading.Thread(target=lambda: job.store[[4]])
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            job.store[[4]]
+        except Exception as exc:  # noqa: BLE001 - any error is recorded and checked below
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
     reader.start()
     canceller = threading.Thread(target=job.cancel)
     canceller.start()
@@ -126,6 +135,8 @@ def test_a_cancelled_decode_keeps_nothing_and_wakes_its_readers(
     canceller.join(30)
     reader.join(30)
     assert not reader.is_alive()  # its rows were marked: no reader waits forever
+    # it read zeros (before the partial file went) or was told that decoding stopped
+    assert all(isinstance(e, DecodeCancelled) for e in errors), errors
     assert isinstance(job.error, DecodeCancelled)
     stores = tmp_path / "cache" / "stores"
     assert not job.path.exists() and not list(stores.glob("*.tmp")) and not list(stores.iterdir())
@@ -143,3 +154,20 @@ def test_a_complete_cached_store_is_open_at_once(cells, tmp_path: Path, monkeypa
     store, again_failures = again.result()
     assert store.path == first.path and again_failures == failures
     np.testing.assert_array_equal(np.asarray(store), np.asarray(first))
+
+
+def test_partial_stores_of_killed_runs_are_removed(cells, tmp_path: Path, monkeypatch) -> None:
+    """A run killed while decoding leaves its temporary file; the next decode of the same store
+    removes it once nothing has written to it for 10 minutes (another process may be writing)."""
+    monkeypatch.setenv("MEDSIGHT_CACHE", str(tmp_path / "cache"))
+    hashes = [content_sha256(p) for p in cells]
+    job = StoreDecode(cells, SIZE, 3, hashes)
+    job.result()
+    stores = tmp_path / "cache" / "stores"
+    abandoned, active = (stores / f".{job.path.name}.{tag}.tmp" for tag in ("old", "new"))
+    for temp in (abandoned, active):
+        temp.write_bytes(b"\0" * 64)
+    os.utime(abandoned, (time.time() - 3600, time.time() - 3600))
+    job.path.unlink()  # the store must be decoded again
+    StoreDecode(cells, SIZE, 3, hashes).result()
+    assert not abandoned.exists() and active.exists()

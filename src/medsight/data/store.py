@@ -99,12 +99,12 @@ class PixelStore:
         return self._fd
 
     def _open(self) -> int:
-        if self.filling is not None:
-            try:
-                return os.open(self.filling.temp, os.O_RDONLY)
-            except FileNotFoundError:
-                pass  # complete, and renamed to its own name
-        return os.open(self.path, os.O_RDONLY)
+        if self.filling is None:
+            return os.open(self.path, os.O_RDONLY)
+        for path in (self.filling.temp, self.path):  # complete: renamed to its own name
+            with contextlib.suppress(FileNotFoundError):
+                return os.open(path, os.O_RDONLY)
+        raise DecodeCancelled(f"{self.path}: decoding stopped before the store was complete")
 
     def _wait_for(self, rows: np.ndarray) -> None:
         """Wait until ``rows`` are decoded (or found unreadable: they then read as zeros)."""
@@ -227,6 +227,18 @@ def _known_failures(path: Path, count: int, row_bytes: int) -> list[tuple[str, s
     return None
 
 
+ABANDONED_AFTER_S = 600  # a store being written is written to every few milliseconds
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove the partial copies of the store ``path`` that a killed run left (its temporary
+    files, untouched for :data:`ABANDONED_AFTER_S`): they can be as large as the store."""
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - temp.stat().st_mtime > ABANDONED_AFTER_S:
+                temp.unlink()
+
+
 class StoreDecode:
     """Decoding ``paths`` into a store on a background thread, in the row ``order`` given.
 
@@ -262,6 +274,7 @@ class StoreDecode:
                 self.path, self.failures, self._thread = path, known, None
                 self.store = self._complete(path)
                 return
+            _remove_abandoned(path)
             try:
                 self._start(path)
                 return
