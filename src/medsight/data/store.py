@@ -5,6 +5,8 @@ Holding every decoded image in RAM made a training's memory grow with its data (
 (N, H, W, C) uint8 rows per data set manifest (the files' SHA-256 in order) and image size,
 written once by parallel decoders into a temporary file that is renamed when complete, so it is
 never half-written and never stale: other content is another manifest, hence another file.
+While it is written (:class:`StoreDecode`, on a background thread) it can already be read: a
+read waits for the rows it needs, so a first epoch can train on the rows decoded so far.
 
 Rows are read with ``pread`` into the caller's batch, not memory-mapped: pages of a mapped file
 count in every reader's resident memory (PSS) until the kernel drops them, while ``pread`` leaves
@@ -243,7 +245,7 @@ class StoreDecode:
     """Decoding ``paths`` into a store on a background thread, in the row ``order`` given.
 
     :attr:`store` can be read at once, from any process: a read waits for the rows it needs
-    (their states are in a small file beside the store). Decoded in the order a training's first
+    (their states are a byte each in a small scratch file). Decoded in the order a training's first
     epoch reads them, that epoch runs while decoding goes on instead of after it. A complete store
     already in the cache is opened at once; an unreadable file's row reads as zeros and is listed
     in :attr:`failures` as soon as it is found.
