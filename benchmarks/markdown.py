@@ -192,6 +192,12 @@ def entry(results: dict[str, Any]) -> str:
         seconds = results["settings"]["serving_seconds"]
         lines += [f"Serving ({seconds:g} s per level, load from a second process):", ""]
         lines += [*_serving(results["serving"]), ""]
+        lines += [
+            f"- `{name}` served with {s.get('engine', '?')}: compute floor at concurrency 8 "
+            + (f"{_n(s['compute_floor_ms'])} ms" if s.get("compute_floor_ms") else "not measured")
+            + " (8 x one image's model call, timed by the server at concurrency 1)"
+            for name, s in results["serving"].items()
+        ] + [""]
     if results["time_to_accuracy"]:
         lines += ["Time to accuracy (`medsight train`, first run, held-out test split):", ""]
         lines += [*_time_to_accuracy(results["time_to_accuracy"]), ""]

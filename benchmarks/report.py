@@ -11,7 +11,9 @@ from typing import Any
 
 SCHEMA = "medsight-bench/1"
 TRAIN_TARGET, PREDICT_TARGET = 1.5, 2.0  # medsight / Keras, every tutorial recipe
-SERVE_P99_MS, SERVE_THROUGHPUT, SERVE_LEVEL = 60.0, 2.0, "8"
+# serving at concurrency 8: p99 at most 1.25x the compute floor (8 x one image's model call on
+# the engine the server used, timed by the server itself at concurrency 1), and 2x Flask + Keras
+SERVE_P99_OVER_FLOOR, SERVE_THROUGHPUT, SERVE_LEVEL = 1.25, 2.0, "8"
 PIPELINE_SHARE = 0.8  # below this share of the model-only rate, the input pipeline limits
 
 
@@ -116,21 +118,38 @@ def why_predict(predict: dict[str, Any], keras_img_s: float) -> str:
     return f"bounded by {'decoding' if decode < model else 'the model'}: {parts}"
 
 
+def compute_floor_ms(serving: dict[str, Any]) -> float | None:
+    """8 x one image's model time: the server's own mean model call of batch size 1 at
+    concurrency 1 (``/v1/stats`` after that level). No server answers the last of 8 images
+    queued at once sooner without batching them; None when it was not measured."""
+    stats = serving["medsight"].get("1", {}).get("server_stats", {})
+    one = stats.get("model_ms", {}).get("1")
+    return round(int(SERVE_LEVEL) * one, 3) if one else None
+
+
 def why_serving(serving: dict[str, Any], peak: float, key: str) -> str:
-    """Against the compute bound at concurrency 8: the last of 8 queued images is answered
-    after at least 8 forward passes' work, and no server answers more than peak / FLOPs
-    images per second."""
+    """The p99 against the floor (what the server adds: queueing, decoding, HTTP), and the
+    throughput against the compute bound: no server answers more than peak / FLOPs images per
+    second."""
     level, forward = int(SERVE_LEVEL), serving["forward_gflop_per_image"]
     ours, theirs = serving["medsight"][SERVE_LEVEL], serving["flask_keras"][SERVE_LEVEL]
+    if key == "p99_over_floor_at_8":
+        floor = serving.get("compute_floor_ms")
+        if floor is None:
+            return "the server's model time at concurrency 1 was not measured"
+        one = floor / level
+        alone = serving["medsight"]["1"]["p50_ms"]
+        return (
+            f"p99 {_num(ours['p99_ms'])} ms against a floor of {level} x {_num(one)} ms "
+            f"({serving.get('engine', '?')}, one image per model call); a lone request took "
+            f"{_num(alone)} ms (p50 at concurrency 1), {_num(max(alone - one, 0))} ms of it "
+            "outside the model (HTTP, the upload, decoding), which the floor does not count"
+        )
     bound_ms, ceiling = level * forward / peak * 1000, peak / forward
     compute = (
         f"{level} x {forward:.3g} GFLOP take >= {bound_ms:.1f} ms at this run's measured peak "
         f"({peak:g} GFLOP/s): a ceiling of {_num(ceiling)} img/s"
     )
-    if key == "p99_ms_at_8":
-        if bound_ms > SERVE_P99_MS:
-            return f"unreachable on this machine with this model: {compute}"
-        return f"queueing and serving overhead above the compute bound: {compute}"
     needed = SERVE_THROUGHPUT * theirs["throughput_rps"]
     if needed > ceiling:
         return (
@@ -174,8 +193,10 @@ def assess_recipe(recipe: dict[str, Any], peak: float) -> dict[str, Any]:
 
 
 def assess_serving(serving: dict[str, Any], peak: float) -> dict[str, Any]:
-    """Add throughput and p99 ratios per level and the two targets at concurrency 8."""
+    """Add throughput and p99 ratios per level, the compute floor and the two targets at
+    concurrency 8."""
     ours, theirs = serving["medsight"], serving["flask_keras"]
+    serving["compute_floor_ms"] = floor = compute_floor_ms(serving)
     serving["ratios"] = {
         "throughput": {
             level: ratio(ours[level]["throughput_rps"], theirs[level]["throughput_rps"])
@@ -186,7 +207,9 @@ def assess_serving(serving: dict[str, Any], peak: float) -> dict[str, Any]:
     targets = {}
     if SERVE_LEVEL in ours:
         targets = {
-            "p99_ms_at_8": check(ours[SERVE_LEVEL]["p99_ms"], SERVE_P99_MS, False, " ms"),
+            "p99_over_floor_at_8": check(
+                ratio(ours[SERVE_LEVEL]["p99_ms"], floor), SERVE_P99_OVER_FLOOR, False, "x"
+            ),
             "throughput_at_8": check(
                 serving["ratios"]["throughput"][SERVE_LEVEL], SERVE_THROUGHPUT, True, "x"
             ),

@@ -1,7 +1,9 @@
 """Serving: ``medsight serve BUNDLE`` against tutorial (d)'s Flask + Keras app, same model.
 
 Each server runs alone on 127.0.0.1 while :mod:`benchmarks.loadgen`, a separate process, drives
-it at each concurrency level for a bounded time with the same image files.
+it at each concurrency level for a bounded time with the same image files. After each level
+medsight's own ``/v1/stats`` is read: its engine and the mean time of its model calls per batch
+size, from which the report takes the compute floor (one image's model time at concurrency 1).
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def load(url: str, images: list[Path], concurrency: int, seconds: float) -> dict
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
 def measure(
     command: list[str],
     health_url: str,
@@ -81,10 +88,17 @@ def measure(
     seconds: float,
     log: Path,
     env: dict[str, str],
+    stats_url: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Concurrency level (as text: a JSON key) -> the load generator's figures."""
+    """Concurrency level (as text: a JSON key) -> the load generator's figures, with the
+    server's own statistics after that level (``server_stats``) when it has a ``stats_url``."""
+    found = {}
     with running(command, health_url, log, env):
-        return {str(level): load(predict_url, images, level, seconds) for level in levels}
+        for level in levels:
+            found[str(level)] = load(predict_url, images, level, seconds)
+            if stats_url:
+                found[str(level)]["server_stats"] = get_json(stats_url)
+    return found
 
 
 def compare(
@@ -110,6 +124,7 @@ def compare(
         seconds,
         logs / f"serve-medsight-{recipe}.log",
         envs["medsight"],
+        stats_url=f"{base}/v1/stats",
     )
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -124,4 +139,5 @@ def compare(
         logs / f"serve-flask-keras-{recipe}.log",
         envs["keras"],
     )
-    return {"medsight": ours, "flask_keras": theirs}
+    engine = ours[str(levels[0])]["server_stats"]["engine"]
+    return {"medsight": ours, "flask_keras": theirs, "engine": engine}

@@ -176,5 +176,12 @@ def test_medsight_serve_under_the_load_generator(
         0.5,
         tmp_path / "serve.log",
         environments()["medsight"],
+        stats_url=f"{base}/v1/stats",
     )
     assert found["2"]["requests"] > 0 and found["2"]["errors"] == 0
+    # the server's own account of what ran: every image counted, each batch size timed
+    stats = found["2"]["server_stats"]
+    assert stats["engine"] in ("onnxruntime", "onnxruntime-int8", "pytorch")
+    assert stats["images"] >= found["2"]["requests"]
+    assert stats["model_ms"].keys() == stats["batch_sizes"].keys()
+    assert all(ms > 0 for ms in stats["model_ms"].values())

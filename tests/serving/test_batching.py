@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -159,6 +160,7 @@ def test_stats_counts_calls_images_and_batch_sizes(executor) -> None:
         "images": 0,
         "mean_batch_size": None,
         "batch_sizes": {},
+        "model_ms": {},
         "max_batch": 4,
         "window_ms": 20.0,
     }
@@ -171,7 +173,9 @@ def test_stats_counts_calls_images_and_batch_sizes(executor) -> None:
             await batcher.close()
 
     asyncio.run(main())
-    assert batcher.stats() == {
+    stats = batcher.stats()
+    assert stats.pop("model_ms").keys() == {"1", "2", "4"}
+    assert stats == {
         "model_calls": 3,
         "images": 7,
         "mean_batch_size": round(7 / 3, 3),
@@ -179,6 +183,31 @@ def test_stats_counts_calls_images_and_batch_sizes(executor) -> None:
         "max_batch": 4,
         "window_ms": 20.0,
     }
+
+
+def test_stats_give_the_mean_model_time_per_batch_size_without_queueing(executor) -> None:
+    """A model call of n images takes 30 ms x n here; the time the second pair spends queued
+    behind the busy model (60 ms) is not in the figure."""
+
+    def slow(stacked: np.ndarray) -> np.ndarray:
+        time.sleep(0.03 * len(stacked))
+        return stacked
+
+    batcher = MicroBatcher(slow, executor, max_batch=2, window_ms=20)
+
+    async def main() -> None:
+        try:
+            await submit_all(batcher, [1.0, 2.0, 3.0, 4.0])  # 2 + 2
+            await batcher.submit(item(9.0))  # alone
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    model_ms = batcher.stats()["model_ms"]
+    assert model_ms.keys() == {"1", "2"}
+    assert model_ms["1"] >= 30 and model_ms["2"] >= 60
+    # queueing counted would make the second pair's call 60 + 60 ms: a mean of at least 90
+    assert model_ms["2"] < 85
 
 
 def test_a_cancelled_request_is_left_out_of_the_next_batch(executor) -> None:

@@ -265,9 +265,9 @@ def create_app(
     async def model() -> dict[str, Any]:
         return service.model_card()
 
-    @app.get("/v1/stats", dependencies=guard, summary="Batch sizes of the model calls so far")
+    @app.get("/v1/stats", dependencies=guard, summary="Engine, model calls, batch sizes, times")
     async def stats() -> dict[str, Any]:
-        return service.batcher.stats()
+        return {"engine": service.engine, **service.batcher.stats()}
 
     upload = upload_schema()
 

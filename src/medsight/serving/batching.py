@@ -4,12 +4,15 @@ A lone request runs at once (after at most ``window_ms``); requests that arrive 
 is busy wait in a queue and go together into the next call, up to ``max_batch``. Throughput
 under load rises (one batched forward pass costs far less than N single ones) while a single
 request's latency stays that of one forward pass. The model runs in an executor thread, so the
-event loop keeps accepting and decoding uploads meanwhile.
+event loop keeps accepting and decoding uploads meanwhile. ``stats()`` also gives the mean time
+of a model call per batch size: one image's model time is the compute floor a server is judged
+against (benchmarks/serving.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -36,6 +39,7 @@ class MicroBatcher:
         self.fn, self.executor = fn, executor
         self.max_batch, self.window = max_batch, window_ms / 1000
         self.batch_sizes: Counter[int] = Counter()  # batch size -> number of model calls
+        self.model_seconds: Counter[int] = Counter()  # batch size -> seconds in those calls
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Item] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -66,9 +70,19 @@ class MicroBatcher:
             "images": items,
             "mean_batch_size": round(items / calls, 3) if calls else None,
             "batch_sizes": {str(size): n for size, n in sorted(self.batch_sizes.items())},
+            "model_ms": {  # mean time of one model call of each batch size
+                str(size): round(self.model_seconds[size] / n * 1000, 3)
+                for size, n in sorted(self.batch_sizes.items())
+            },
             "max_batch": self.max_batch,
             "window_ms": self.window * 1000,
         }
+
+    def _timed(self, stacked: np.ndarray) -> tuple[np.ndarray, float]:
+        """The model's output and its own time (in the executor: no queueing counted)."""
+        start = time.perf_counter()
+        out = self.fn(stacked)
+        return out, time.perf_counter() - start
 
     async def _gather(self, queue: asyncio.Queue[Item]) -> list[Item]:
         batch = [await queue.get()]
@@ -94,7 +108,7 @@ class MicroBatcher:
                 continue
             try:
                 stacked = np.stack([x for x, _ in batch])
-                out = await loop.run_in_executor(self.executor, self.fn, stacked)
+                out, seconds = await loop.run_in_executor(self.executor, self._timed, stacked)
                 if len(out) != len(batch):
                     raise RuntimeError(f"model gave {len(out)} rows for {len(batch)} images")
             except Exception as exc:  # every caller of this batch gets the error
@@ -103,6 +117,7 @@ class MicroBatcher:
                         future.set_exception(exc)
                 continue
             self.batch_sizes[len(batch)] += 1
+            self.model_seconds[len(batch)] += seconds
             for (_, future), row in zip(batch, out, strict=True):
                 if not future.done():
                     future.set_result((row, len(batch)))
