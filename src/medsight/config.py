@@ -160,9 +160,9 @@ class TrainConfig(Strict):
     # where to train: a CUDA GPU when there is one (auto), or say which; gpu without one is an
     # error. See medsight.training.device
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    # auto: fp32 on a CPU, bf16 mixed on a GPU that has it, else fp16 mixed (16, GPU only).
-    # bf16 on a CPU is autocast and not always faster: EfficientNet-Lite0 trained slower with
-    # it on an AVX-512 BF16 CPU without AMX (21 vs 26 images/s)
+    # auto: bf16 mixed on a GPU that has it, else fp16 mixed (16, GPU only); on a CPU bf16
+    # mixed where it has AMX or AVX512_BF16, else fp32. Not always faster: EfficientNet-Lite0
+    # trained slower in bf16 on an AVX-512 BF16 CPU without AMX (21 vs 26 images/s)
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     early_stopping: int | None = Field(None, ge=1, description="patience in epochs")
@@ -177,6 +177,13 @@ class TrainConfig(Strict):
     # metrics, the recipe and the final figures; tensorboard and mlflow are optional extras
     tracking: Literal["none", "csv", "tensorboard", "mlflow"] = "none"
 
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value: Any) -> Any:
+        """``train.precision=32`` on the command line (and ``precision: 16`` in YAML) arrive as
+        numbers; the choices are words."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 class EvaluateConfig(Strict):
     """How the decision threshold and calibration are set on the validation split."""

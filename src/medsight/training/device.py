@@ -3,9 +3,11 @@
 
 ``auto`` takes a CUDA GPU when PyTorch sees one, else the CPU. On a GPU ``auto`` precision is
 bf16 mixed precision where the GPU supports it (Ampere and later: no loss scaling needed) and
-fp16 mixed with loss scaling before that; on a CPU it is full fp32, which trained fastest here
-(see the comment on ``TrainConfig.precision``). Asking for a GPU on a machine without one is an
-error said before any image is decoded, never a silent fall-back to hours on the CPU.
+fp16 mixed with loss scaling before that. On a CPU it is bf16 mixed where the CPU computes in
+bf16 natively (AMX or AVX512_BF16: oneDNN's bf16 convolutions ran 1.4-2.7x fp32 on such a CPU)
+and full fp32 elsewhere (an AVX2 CPU emulates bf16, many times slower). Asking for a GPU on a
+machine without one is an error said before any image is decoded, never a silent fall-back to
+hours on the CPU.
 """
 
 from __future__ import annotations
@@ -28,17 +30,30 @@ class Device:
     accelerator: str
     precision: str
     name: str
+    why: str = ""  # how the precision was chosen, in words (metrics.json)
 
     @property
     def on_gpu(self) -> bool:
         return self.accelerator == "gpu"
 
     def facts(self) -> dict[str, str]:
-        return {"accelerator": self.accelerator, "precision": self.precision, "device": self.name}
+        facts = {"accelerator": self.accelerator, "precision": self.precision, "device": self.name}
+        return {**facts, "precision_chosen": self.why} if self.why else facts
 
 
 def gpu_available() -> bool:
     return torch.cuda.is_available()
+
+
+def cpu_bf16() -> str | None:
+    """The CPU's native bf16 instructions (``amx`` or ``avx512_bf16``), None without them.
+    PyTorch's own cpuinfo checks (what its compiler uses), absent in older releases."""
+    checks = [("amx", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported")]
+    for name, check in checks:
+        supported = getattr(torch.cpu, check, None)
+        if supported is not None and supported():
+            return name
+    return None
 
 
 def resolve_device(cfg: TrainConfig) -> Device:
@@ -56,12 +71,24 @@ def resolve_device(cfg: TrainConfig) -> Device:
             "or train with --accelerator cpu"
         )
     on_gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and gpu_available())
-    precision = cfg.precision
+    precision, why = cfg.precision, ""
     if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "16") if on_gpu else "32"
+        precision, why = _auto_precision(on_gpu)
     if precision == "16" and not on_gpu:
         raise ConfigError(
             "train.precision=16 (fp16 mixed precision) needs a GPU; on a CPU use 32 or bf16"
         )
     name = torch.cuda.get_device_name() if on_gpu else "cpu"
-    return Device("gpu" if on_gpu else "cpu", LIGHTNING_PRECISION[precision], name)
+    return Device("gpu" if on_gpu else "cpu", LIGHTNING_PRECISION[precision], name, why)
+
+
+def _auto_precision(on_gpu: bool) -> tuple[str, str]:
+    """``train.precision=auto`` on this machine, and why."""
+    if on_gpu:
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: the GPU supports bf16"
+        return "16", "auto: the GPU has no bf16, fp16 with loss scaling"
+    native = cpu_bf16()
+    if native:
+        return "bf16", f"auto: the CPU computes bf16 natively ({native})"
+    return "32", "auto: the CPU has no AMX or AVX512_BF16 (bf16 would be emulated)"
