@@ -177,13 +177,13 @@ class TrainConfig(Strict):
     # metrics, the recipe and the final figures; tensorboard and mlflow are optional extras
     tracking: Literal["none", "csv", "tensorboard", "mlflow"] = "none"
 
-
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, value: Any) -> Any:
         """``train.precision=32`` on the command line (and ``precision: 16`` in YAML) arrive as
         numbers; the choices are words."""
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 class EvaluateConfig(Strict):
     """How the decision threshold and calibration are set on the validation split."""

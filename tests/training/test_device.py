@@ -55,7 +55,6 @@ def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_has_it(
     assert forced.precision == "32-true" and "precision_chosen" not in forced.facts()
 
 
-
 @pytest.mark.parametrize(("override", "expected"), [("32", "32"), ("16", "16"), ("bf16", "bf16")])
 def test_precision_given_as_a_number_on_the_command_line_is_accepted(
     override: str, expected: str
@@ -65,6 +64,7 @@ def test_precision_given_as_a_number_on_the_command_line_is_accepted(
     assert recipe.train.precision == expected
     with pytest.raises(ConfigError, match="train.precision"):
         load_recipe("malaria-lenet", ["train.precision=8"])
+
 
 def test_cpu_bf16_matches_the_flags_the_kernel_reports() -> None:
     """What PyTorch's cpuinfo finds agrees with /proc/cpuinfo: a CPU without the avx512_bf16
