@@ -122,6 +122,19 @@ def _time_to_accuracy(tta: dict[str, Any]) -> list[str]:
                 curve,
             ]
         )
+        fastai = t.get("fastai", {})
+        if "epochs" in fastai:  # the same task trained by fastai, scored on the same rows
+            curve = ", ".join(
+                f"{e['epoch']}: {e['accuracy']:.3f} @ {e['elapsed_s']:.0f} s"
+                for e in fastai["epochs"]
+            )
+            reached = (
+                f"{fastai['time_to_target_s']:.0f} s"
+                if fastai.get("time_to_target_s") is not None
+                else f"**not reached** (best {fastai['best_epoch_accuracy']:.3f})"
+            )
+            whole = f"{fastai['total_wall_s']:.0f} s" if "total_wall_s" in fastai else "?"
+            rows.append([f"`{name}`: fastai", "same", reached, "–", whole, curve])
     header = ["recipe", "target (held-out images)", "wall time to target", "final (bundle)"]
     header += ["whole run", "epoch: accuracy @ elapsed"]
     return _table(header, rows)
@@ -151,6 +164,14 @@ def _targets(results: dict[str, Any]) -> list[str]:
             else f"**not reached**, best epoch {t['best_epoch_accuracy']:.3f}"
         )
         lines.append(f"- `{name}` time to {t['target_accuracy']:.1%} held-out accuracy: {state}.")
+        fastai = t.get("fastai", {})
+        if "versus_fastai" in t:
+            verdict = t["versus_fastai"]
+            state = "met" if verdict["met"] else "**missed**"
+            lines.append(f"- `{name}` ahead of fastai: {state}, {verdict['by']}.")
+        elif fastai:
+            why = fastai.get("skipped") or f"failed: {fastai.get('failed', '?')[-300:]}"
+            lines.append(f"- `{name}` against fastai: not measured ({why}).")
     return lines
 
 

@@ -230,6 +230,8 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         verdicts += [(f"serve {name} {key}", v) for key, v in serving["targets"].items()]
     for name, tta in results["time_to_accuracy"].items():
         verdicts.append((f"{name} time to {tta['target_accuracy']:.1%}", {"met": tta["reached"]}))
+        if "versus_fastai" in tta:
+            verdicts.append((f"{name} ahead of fastai", tta["versus_fastai"]))
     return {
         "targets_met": sum(v["met"] for _, v in verdicts),
         "targets_missed": sum(not v["met"] for _, v in verdicts),

@@ -4,8 +4,9 @@ For every tutorial recipe both sides train and predict on the same files, one af
 other, each phase in its own process (so peak memory is that phase's own): the tutorials' Keras
 code in ``benchmarks/.venv-keras`` and medsight's code paths in medsight's environment, with the
 fast allocator the ``medsight`` command uses. Then serving, the hardware efficiency and the time
-to accuracy. Writes ``results/<date>-<mode>.json``, appends a Markdown entry to ``RESULTS.md``
-and prints a JSON summary.
+to accuracy, where fastai (``benchmarks/.venv-fastai``, when it exists) trains the same backbone
+on the same patients after each medsight run. Writes ``results/<date>-<mode>.json``, appends a
+Markdown entry to ``RESULTS.md`` and prints a JSON summary.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from benchmarks import markdown, report, serving
-from benchmarks.time_to_accuracy import time_to_accuracy
+from benchmarks.time_to_accuracy import fastai_arguments, time_to_accuracy, versus_fastai
 from benchmarks.workloads import MODES, QUICK_IMAGES, WORKLOADS, build_tree, image_files, spread
 
 REPO = Path(__file__).resolve().parents[1]
 KERAS_PYTHON = REPO / "benchmarks" / ".venv-keras" / "bin" / "python"
+FASTAI_PYTHON = REPO / "benchmarks" / ".venv-fastai" / "bin" / "python"
+FASTAI_TIME_SHARE = 0.6  # fastai stops after the epoch ending past this share of the timeout
 FLOPS = "benchmarks.flops"
 SERVING_RECIPES = ("covid-vgg16", "malaria-lenet")  # tutorial (d)'s model, and a small one
 LEVELS = [1, 8, 32]  # concurrent clients
@@ -38,6 +42,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "timeout_s": 1800,
         "label": "harness check (small subsets, few steps: timings not representative)",
         "tta": {"malaria": ["data.limit=200", "train.epochs=2"]},
+        "fastai": ["--lr-find-iters", "10"],  # the docs' 100 would take most of a quick run
     },
     "full": {
         "serving_seconds": 30.0,
@@ -45,29 +50,39 @@ SETTINGS: dict[str, dict[str, Any]] = {
         "timeout_s": 7200,
         "label": "",
         "tta": {"malaria": [], "pneumonia": []},
+        "fastai": [],
     },
 }
 
 
 def environments() -> dict[str, dict[str, str]]:
     """medsight's side as the ``medsight`` command runs itself (fast allocator, passive OpenMP
-    threads); Keras' side as a tutorial reader runs it (system allocator)."""
+    threads); Keras' and fastai's sides as their docs' readers run them (system allocator)."""
     from medsight.allocator import fast_environment
 
     base = {**os.environ, "HF_HUB_OFFLINE": "1", "MEDSIGHT_PROGRESS": "json"}
     keras = {k: v for k, v in base.items() if k not in ("LD_PRELOAD", "MEDSIGHT_ALLOCATOR_ACTIVE")}
+    fastai = dict(keras)
     keras["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return {"medsight": fast_environment(base), "keras": keras}
+    return {"medsight": fast_environment(base), "keras": keras, "fastai": fastai}
 
 
 class Sides:
     """Runs one phase of one side in its own process and returns the JSON it wrote."""
 
-    MODULES = {"medsight": "benchmarks.medsight_side", "keras": "benchmarks.keras_tutorials"}
+    MODULES = {
+        "medsight": "benchmarks.medsight_side",
+        "keras": "benchmarks.keras_tutorials",
+        "fastai": "benchmarks.fastai_side",
+    }
 
-    def __init__(self, work: Path, keras_python: Path, timeout_s: float):
+    def __init__(
+        self, work: Path, keras_python: Path, timeout_s: float, fastai_python: Path | None = None
+    ):
         self.work, self.timeout_s, self.envs = work, timeout_s, environments()
         self.pythons = {"medsight": Path(sys.executable), "keras": keras_python}
+        if fastai_python is not None:
+            self.pythons["fastai"] = fastai_python
         for folder in ("json", "logs"):
             (work / folder).mkdir(parents=True, exist_ok=True)
 
@@ -164,11 +179,36 @@ def measure_serving(
     return found
 
 
+def fastai_skipped(args: argparse.Namespace) -> str | None:
+    """Why the fastai side does not run (None: it does)."""
+    if "fastai" in args.skip:
+        return "--skip fastai"
+    if args.fastai_python is None:
+        return f"{FASTAI_PYTHON.relative_to(REPO)} not found: run benchmarks/setup_fastai.sh"
+    return None
+
+
+def compare_with_fastai(
+    sides: Sides, name: str, ours: dict[str, Any], extra: list[str] | None = None
+) -> dict[str, Any]:
+    """fastai on the same task as medsight's time-to-accuracy run ``ours`` (``extra``: more
+    arguments for ``fastai_side``), and the verdict."""
+    argv = fastai_arguments(
+        Path(ours["run"]), ours["target_accuracy"], sides.work / f"tta-{name}-fastai"
+    )
+    argv += ["--time-limit", round(FASTAI_TIME_SHARE * sides.timeout_s), *(extra or [])]
+    try:
+        theirs = sides.run("fastai", f"tta-{name}", *argv, "--start", time.time())
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # keep the run's other figures
+        return {"fastai": {"failed": str(exc)[-2000:]}}
+    return {"fastai": theirs, "versus_fastai": versus_fastai(ours, theirs)}
+
+
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Every measurement of one mode, assessed (ratios, targets, summary)."""
     settings = SETTINGS[args.mode]
     work = args.work.resolve()
-    sides = Sides(work, args.keras_python, settings["timeout_s"])
+    sides = Sides(work, args.keras_python, settings["timeout_s"], args.fastai_python)
     limits = QUICK_IMAGES if args.mode == "quick" else {}
     data = args.data.resolve()
     datasets = sorted({WORKLOADS[name].dataset for name in args.recipes})
@@ -181,16 +221,23 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         recipe = measure_recipe(sides, name, trees[WORKLOADS[name].dataset], args.mode)
         recipes[name] = {**recipe, "cost": costs[name]}
     served = {} if "serving" in args.skip else measure_serving(args, sides, trees, costs)
-    tta = {}
+    tta, skip_fastai = {}, fastai_skipped(args)
     for name, overrides in ({} if "tta" in args.skip else settings["tta"]).items():
         found = time_to_accuracy(name, data, work, sides.envs["medsight"], overrides)
         tta[name] = {**found, "overrides": overrides}
+        if skip_fastai:
+            tta[name]["fastai"] = {"skipped": skip_fastai}
+        else:
+            tta[name] |= compare_with_fastai(sides, name, found, settings["fastai"])
     # the peak again at the end: the best of both is the machine's, should either be disturbed
     peaks.append(sides.run("medsight", "peak-after", "peak", *seconds, module=FLOPS))
     peak = max(peaks, key=lambda p: p["peak_gflops"])
     versions = {"python": platform.python_version()}
     versions |= sides.run("medsight", "versions", "versions")
     versions |= sides.run("keras", "versions", "versions")
+    versions |= next(
+        (t["fastai"]["versions"] for t in tta.values() if "versions" in t["fastai"]), {}
+    )
     allocator = sides.envs["medsight"].get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc")
     results = {
         "schema": report.SCHEMA,
@@ -229,12 +276,21 @@ def main() -> None:
     parser.add_argument("--results-md", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     parser.add_argument("--work", type=Path, help="scratch folder (benchmarks/.work/MODE)")
     parser.add_argument("--recipes", nargs="+", choices=list(WORKLOADS), default=list(WORKLOADS))
-    parser.add_argument("--skip", nargs="*", choices=["serving", "tta"], default=[])
+    parser.add_argument("--skip", nargs="*", choices=["serving", "tta", "fastai"], default=[])
     parser.add_argument("--keras-python", type=Path, default=KERAS_PYTHON)
+    parser.add_argument(
+        "--fastai-python",
+        type=Path,
+        default=FASTAI_PYTHON if FASTAI_PYTHON.is_file() else None,
+        help="fastai's environment for the time to accuracy (default: benchmarks/.venv-fastai, "
+        "when it exists; without it the fastai side is skipped and the reason recorded)",
+    )
     parser.add_argument("--note", default="", help="added to the entry's label")
     args = parser.parse_args()
     if not args.keras_python.is_file():
         parser.error(f"{args.keras_python} not found: run benchmarks/setup_keras.sh first")
+    if args.fastai_python is not None and not args.fastai_python.is_file():
+        parser.error(f"{args.fastai_python} not found: run benchmarks/setup_fastai.sh first")
     args.work = args.work or REPO / "benchmarks" / ".work" / args.mode
     python = (
         os.path.relpath(sys.executable)
@@ -257,6 +313,10 @@ def main() -> None:
         "ratios": {name: r["ratios"] for name, r in results["recipes"].items()},
         "serving_throughput_ratios": {
             name: s["ratios"]["throughput"] for name, s in results["serving"].items()
+        },
+        "versus_fastai": {
+            name: t["versus_fastai"] if "versus_fastai" in t else t["fastai"]
+            for name, t in results["time_to_accuracy"].items()
         },
     }
     print(json.dumps(summary, indent=2))

@@ -9,6 +9,13 @@ wall time since the command was launched. Afterwards each epoch is scored on the
 split (patients never used for training or model selection; for Kermany, its 624-image test
 split) at the argmax decision, and the first epoch at or above the target gives the time. The
 run's own final figure (its bundle, at the threshold chosen on validation) is reported beside it.
+
+fastai, the PyTorch user's alternative (``benchmarks/fastai_side.py``, in
+``benchmarks/.venv-fastai``), then trains the same backbone from the same ImageNet weights at
+the same input size on the same run's ``splits.csv`` (its training and validation patients; the
+same number of passes over the data) and is scored on the same test rows. :func:`versus_fastai`
+gives the verdict: medsight reaches the target sooner, and its held-out accuracies (best epoch,
+last epoch; argmax, the same rows) are no worse.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from medsight.bundle import Bundle, read_bundle
 from medsight.data.dataset import decode_images
@@ -125,13 +133,74 @@ def time_to_accuracy(
         "reference": reference,
         "command": " ".join(["medsight", *argv]),
         "held_out_images": int(final["n"]),
+        "run": str(run),
         "epochs": epochs,
         "reached": reached is not None,
         "time_to_target_s": reached["elapsed_s"] if reached else None,
         "epoch_reached": reached["epoch"] if reached else None,
         "best_epoch_accuracy": max(row["accuracy"] for row in epochs),
+        "last_epoch_accuracy": epochs[-1]["accuracy"],
         "final_bundle_accuracy": round(float(final["accuracy"]), 4),
         "total_wall_s": round(total, 1),
+    }
+
+
+def fastai_arguments(run: Path, target: float, work: Path) -> list[str]:
+    """``benchmarks.fastai_side``'s arguments for the same task as the medsight ``run``: its
+    splits, image size, batch size and number of passes over the data (``fine_tune``'s frozen
+    epoch plus ``epochs - 1`` unfrozen ones; fastai's own default ``freeze_epochs=1``)."""
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    height, width = config["data"]["image_size"]
+    if height != width:
+        raise ValueError(f"{run}: fastai's Resize(size) here is square, not {height}x{width}")
+    epochs = int(config["train"]["epochs"])
+    return [
+        "--splits",
+        str(run / "splits.csv"),
+        "--size",
+        str(height),
+        "--bs",
+        str(config["train"]["batch_size"]),
+        "--epochs",
+        str(max(1, epochs - 1)),
+        "--freeze-epochs",
+        "1",
+        "--target",
+        str(target),
+        "--work",
+        str(work),
+    ]
+
+
+HELD_OUT_FIGURES = ("best_epoch_accuracy", "last_epoch_accuracy")
+
+
+def versus_fastai(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The verdict on medsight against fastai, from both sides' time-to-accuracy figures:
+    ``faster`` when medsight reached the target and fastai did not, or later; ``no_worse`` when
+    each held-out accuracy of medsight's (best and last epoch) is at least fastai's; ``met``
+    when both hold."""
+    mine, other = ours["time_to_target_s"], theirs["time_to_target_s"]
+    faster = mine is not None and (other is None or mine < other)
+    deltas = {key: round(ours[key] - theirs[key], 4) for key in HELD_OUT_FIGURES}
+    no_worse = all(delta >= 0 for delta in deltas.values())
+    if mine is None:
+        time = f"medsight did not reach {ours['target_accuracy']:.1%}"
+    elif other is None:
+        time = f"medsight {mine:.0f} s; fastai did not reach {theirs['target_accuracy']:.1%}"
+    else:
+        time = f"medsight {mine:.0f} s vs fastai {other:.0f} s ({other / mine:.2f}x)"
+    figures = ", ".join(
+        f"{key.removesuffix('_accuracy').replace('_', ' ')} {ours[key]:.3f} vs {theirs[key]:.3f}"
+        for key in HELD_OUT_FIGURES
+    )
+    return {
+        "met": faster and no_worse,
+        "faster": faster,
+        "no_worse": no_worse,
+        "speedup": round(other / mine, 2) if mine and other else None,
+        "accuracy_deltas": deltas,
+        "by": f"time to target: {time}; held-out accuracy (medsight vs fastai): {figures}",
     }
 
 

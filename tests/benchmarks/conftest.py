@@ -13,6 +13,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 KERAS_PYTHON = REPO_ROOT / "benchmarks" / ".venv-keras" / "bin" / "python"
+FASTAI_PYTHON = REPO_ROOT / "benchmarks" / ".venv-fastai" / "bin" / "python"
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,13 @@ def keras_python() -> Path:
             "(create it with benchmarks/setup_keras.sh)"
         )
     return KERAS_PYTHON
+
+
+@pytest.fixture(scope="session")
+def fastai_python() -> Path:
+    if not FASTAI_PYTHON.is_file():
+        pytest.skip(
+            f"the fastai side needs {FASTAI_PYTHON.relative_to(REPO_ROOT)} "
+            "(create it with benchmarks/setup_fastai.sh)"
+        )
+    return FASTAI_PYTHON

