@@ -16,9 +16,9 @@ from starlette.exceptions import HTTPException
 from medsight.serving.http import (
     PAGE_CSP,
     ApiError,
+    HeadersAndLog,
     api_key_check,
     error_response,
-    headers_and_log,
     install_error_handlers,
 )
 
@@ -29,7 +29,7 @@ SECRET_TEXT = "Doe^Jane MRN-4711"
 def make_app() -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
-    app.middleware("http")(headers_and_log)
+    app.add_middleware(HeadersAndLog)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:

@@ -35,7 +35,7 @@ from medsight.errors import MedsightError, UnreadableImageError
 from medsight.explanation.cam import METHODS, explain
 from medsight.serving.batching import MicroBatcher
 from medsight.serving.classifier import Prediction
-from medsight.serving.http import ApiError, api_key_check, headers_and_log, install_error_handlers
+from medsight.serving.http import ApiError, HeadersAndLog, api_key_check, install_error_handlers
 from medsight.serving.open_inference import open_inference_router
 from medsight.serving.triton import model_name
 from medsight.serving.uploads import read_form, upload_schema
@@ -249,7 +249,7 @@ def create_app(
     )
     app.state.service = service
     install_error_handlers(app)
-    app.middleware("http")(headers_and_log)
+    app.add_middleware(HeadersAndLog)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     guard = [Depends(api_key_check(api_key))] if api_key else []
 
