@@ -141,3 +141,38 @@ def compare(
     )
     engine = ours[str(levels[0])]["server_stats"]["engine"]
     return {"medsight": ours, "flask_keras": theirs, "engine": engine}
+
+
+def main() -> None:
+    """Serving alone, both servers, on bundles a ``benchmarks.run`` left in its work folder:
+    the same measurement and verdicts as the full run's serving phase, without retraining."""
+    import argparse
+
+    from benchmarks import report
+    from benchmarks.flops import model_costs, peak_gflops
+    from benchmarks.run import KERAS_PYTHON, LEVELS, SERVING_RECIPES, environments
+    from benchmarks.workloads import WORKLOADS, image_files, spread
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="a benchmarks.run --work folder")
+    parser.add_argument("--recipes", nargs="+", choices=SERVING_RECIPES, default=SERVING_RECIPES)
+    parser.add_argument("--seconds", type=float, default=30.0, help="per concurrency level")
+    parser.add_argument("--keras-python", type=Path, default=KERAS_PYTHON)
+    args = parser.parse_args()
+    envs, found = environments(), {}
+    for name in args.recipes:
+        images = spread(image_files(args.work / "data" / WORKLOADS[name].dataset), 16)
+        bundle = args.work / "bundles" / name
+        measured = compare(
+            name, bundle, images, LEVELS, args.seconds, args.keras_python, envs, args.work / "logs"
+        )
+        forward = model_costs(name, seconds=0.5)["forward_gflop_per_image"]
+        found[name] = {**measured, "forward_gflop_per_image": forward}
+    peak = peak_gflops(seconds=3.0)["peak_gflops"]
+    for serving in found.values():
+        report.assess_serving(serving, peak)
+    print(json.dumps({"peak_gflops": peak, "seconds_per_level": args.seconds, "serving": found}))
+
+
+if __name__ == "__main__":
+    main()
