@@ -183,7 +183,7 @@ def imagenet_state(model: nn.Module, arch: str) -> tuple[State, str]:
     return reference.state_dict(), f"ImageNet (timm {cfg.hf_hub_id or cfg.url or cfg.file})"
 
 
-def encoderimagenet_state(encoder: nn.Module, name: str) -> str:
+def encoder_imagenet_state(encoder: nn.Module, name: str) -> str:
     """Start a segmentation_models_pytorch timm encoder (``tu-ARCH``) from ImageNet weights;
     returns where they came from. Its ``model`` is timm's features-only network, so the
     classifier's weights fit it without their head."""
