@@ -24,21 +24,20 @@ def malaria_tree(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return build_tree("malaria", datasets_dir, tmp_path_factory.mktemp("bench") / "malaria", 24)
 
 
+def side_python(side: str, python: Path, setup: str) -> Path:
+    """A side's own interpreter, or a skip that says how to create it."""
+    if not python.is_file():
+        pytest.skip(
+            f"the {side} side needs {python.relative_to(REPO_ROOT)} (create it with {setup})"
+        )
+    return python
+
+
 @pytest.fixture(scope="session")
 def keras_python() -> Path:
-    if not KERAS_PYTHON.is_file():
-        pytest.skip(
-            f"the Keras side needs {KERAS_PYTHON.relative_to(REPO_ROOT)} "
-            "(create it with benchmarks/setup_keras.sh)"
-        )
-    return KERAS_PYTHON
+    return side_python("Keras", KERAS_PYTHON, "benchmarks/setup_keras.sh")
 
 
 @pytest.fixture(scope="session")
 def fastai_python() -> Path:
-    if not FASTAI_PYTHON.is_file():
-        pytest.skip(
-            f"the fastai side needs {FASTAI_PYTHON.relative_to(REPO_ROOT)} "
-            "(create it with benchmarks/setup_fastai.sh)"
-        )
-    return FASTAI_PYTHON
+    return side_python("fastai", FASTAI_PYTHON, "benchmarks/setup_fastai.sh")
