@@ -15,10 +15,8 @@ from medsight.data.dataset import ArrayDataset, decode_images
 from medsight.data.io import content_sha256
 from medsight.data.store import (
     PixelStore,
-    _remove_scratch,
     decode_to_store,
     map_store,
-    scratch_folder,
     write_store,
 )
 
@@ -118,13 +116,6 @@ def test_map_store_transforms_batch_by_batch(array: np.ndarray, tmp_path: Path) 
     mapped = map_store(store, invert, batch_size=16)
     np.testing.assert_array_equal(np.asarray(mapped), 255 - array)
     assert batches == [16, 16, 8]
-
-
-def test_scratch_folders_go_when_the_process_ends() -> None:
-    folder = scratch_folder()
-    (folder / "pixels.u8").write_bytes(b"x")
-    _remove_scratch()
-    assert not folder.exists()
 
 
 # --- decode_to_store on real cells ------------------------------------------------------------

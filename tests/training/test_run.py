@@ -33,8 +33,10 @@ ARGS = [
 ]
 
 
-def _medsight(*args: str) -> subprocess.Popen:
+def _medsight(*args: str, temp: Path | None = None) -> subprocess.Popen:
     env = {**os.environ, "MEDSIGHT_PROGRESS": "json"}
+    if temp is not None:
+        env["TMPDIR"] = str(temp)
     return subprocess.Popen(
         [sys.executable, "-m", "medsight", "train", *args],
         env=env,
@@ -51,9 +53,9 @@ def _rows(history: Path) -> int:
         return 0
 
 
-def _kill_during_epoch(out: Path, epoch: int, args: list[str]) -> None:
+def _kill_during_epoch(out: Path, epoch: int, args: list[str], temp: Path) -> None:
     """Start (or resume) the run in ``out`` and SIGKILL it in the middle of ``epoch``."""
-    victim = _medsight(*args)
+    victim = _medsight(*args, temp=temp)
     deadline = time.monotonic() + 240
     while _rows(out / "history.csv") < epoch - 1 and victim.poll() is None:
         assert time.monotonic() < deadline, f"training did not finish epoch {epoch - 1}"
@@ -83,10 +85,14 @@ def test_resume_after_two_sigkills_is_bit_identical_to_an_uninterrupted_run(
     first = _medsight(*args, "--out", str(whole))
     assert first.wait(timeout=300) == 0, first.stdout.read()
 
-    _kill_during_epoch(killed, 2, [*args, "--out", str(killed)])
-    _kill_during_epoch(killed, 3, ["--resume", str(killed)])
-    resumed = _medsight("--resume", str(killed))
+    temp = tmp_path / "temp"  # the runs' temporary files
+    temp.mkdir()
+    _kill_during_epoch(killed, 2, [*args, "--out", str(killed)], temp)
+    _kill_during_epoch(killed, 3, ["--resume", str(killed)], temp)
+    assert list(temp.glob("medsight-pixels-*"))  # SIGKILL left its scratch folder
+    resumed = _medsight("--resume", str(killed), temp=temp)
     assert resumed.wait(timeout=300) == 0, resumed.stdout.read()
+    assert not list(temp.glob("medsight-pixels-*"))  # the next run removed it
 
     a = json.loads((whole / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())

@@ -21,8 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 import weakref
@@ -35,6 +33,7 @@ import numpy as np
 
 from medsight.data.cache import cache_root
 from medsight.data.dataset import decode_rows
+from medsight.data.scratch import remove_abandoned, scratch_folder
 from medsight.fsutil import atomic_write_text, temp_beside
 
 FORMAT = 1  # bump when the decoded pixels of a file change (e.g. another resize rule)
@@ -165,29 +164,13 @@ def _key(hashes: list[str], size: tuple[int, int], channels: int) -> str:
     return hashlib.sha256(manifest.encode()).hexdigest()
 
 
-_scratch: list[Path] = []
-
-
-@atexit.register
-def _remove_scratch() -> None:
-    for folder in _scratch:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 _running: weakref.WeakSet[StoreDecode] = weakref.WeakSet()
 
 
 @atexit.register
-def _stop_decoding() -> None:  # registered after _remove_scratch, so it runs before it
+def _stop_decoding() -> None:  # registered after scratch's remove_own, so it runs before it
     for job in list(_running):
         job.cancel()
-
-
-def scratch_folder() -> Path:
-    """A temporary folder for stores that are not worth keeping, removed when the process ends."""
-    folder = Path(tempfile.mkdtemp(prefix="medsight-pixels-"))
-    _scratch.append(folder)
-    return folder
 
 
 def write_store(
@@ -232,7 +215,7 @@ def _known_failures(path: Path, count: int, row_bytes: int) -> list[tuple[str, s
 ABANDONED_AFTER_S = 600  # a store being written is written to every few milliseconds
 
 
-def _remove_abandoned(path: Path) -> None:
+def _remove_partial_copies(path: Path) -> None:
     """Remove the partial copies of the store ``path`` that a killed run left (its temporary
     files, untouched for :data:`ABANDONED_AFTER_S`): they can be as large as the store."""
     for temp in path.parent.glob(f".{path.name}.*.tmp"):
@@ -261,6 +244,7 @@ class StoreDecode:
         order: np.ndarray | None = None,
         keep: bool = True,
     ):
+        remove_abandoned()  # what killed runs left, even when this one needs no scratch
         self.paths, self.size, self.channels, self.hashes = paths, size, channels, hashes
         self.threads, self.order = threads, order
         self.shape = (size[0], size[1], channels)
@@ -276,7 +260,7 @@ class StoreDecode:
                 self.path, self.failures, self._thread = path, known, None
                 self.store = self._complete(path)
                 return
-            _remove_abandoned(path)
+            _remove_partial_copies(path)
             try:
                 self._start(path)
                 return
