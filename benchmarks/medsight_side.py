@@ -22,18 +22,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 
 from benchmarks.common import PeakMemory, steps_to_run, training_figures, write_json
-from medsight.bundle import load_predictor, save_bundle
+from medsight.bundle import load_predictor
 from medsight.config import Recipe, load_recipe
 from medsight.data.io import find_images, load_image
 from medsight.serving.batch import predict_files
-from medsight.serving.export import export_onnx
-from medsight.training.model import build_model
-from medsight.training.prepare import positive_class
-from medsight.training.run import Run
+
+# PyTorch and Lightning are imported by the phases that use them: the prediction phase
+# imports what `medsight predict` imports (no PyTorch with an ONNX export), so its memory is
+# that of the command
 
 
 def bench_recipe(name: str) -> Recipe:
@@ -46,16 +45,20 @@ def bench_recipe(name: str) -> Recipe:
     return load_recipe(name, overrides)
 
 
-class StepClock(L.Callback):
-    """The time each training step ends and how many images it had."""
+def step_clock():
+    """A Lightning callback that notes the time each training step ends and its images."""
+    import lightning as L
 
-    def __init__(self) -> None:
-        self.ends: list[float] = []
-        self.sizes: list[int] = []
+    class StepClock(L.Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+            self.sizes: list[int] = []
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.ends.append(time.perf_counter())
-        self.sizes.append(len(batch[1]))
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.ends.append(time.perf_counter())
+            self.sizes.append(len(batch[1]))
+
+    return StepClock()
 
 
 def fresh_cache(work: Path) -> None:
@@ -66,6 +69,10 @@ def fresh_cache(work: Path) -> None:
 
 
 def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) -> dict[str, Any]:
+    import lightning as L
+
+    from medsight.training.run import Run
+
     recipe = bench_recipe(name)
     fresh_cache(work)
     run = Run(recipe, work / "run")
@@ -76,7 +83,7 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
         plan = run.plan(data)
         loader = plan.train
         total = steps_to_run(warmup, steps, len(loader))
-        clock = StepClock()
+        clock = step_clock()
         callbacks: list[L.Callback] = [clock, *plan.callbacks]
         trainer = L.Trainer(
             max_steps=total,
@@ -119,6 +126,11 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
 def make_bundle(name: str, tree: Path, dest: Path) -> dict[str, Any]:
     """A bundle of the recipe's model (random weights) and its checked ONNX export, as
     ``medsight export`` writes it; returns the export's duration."""
+    from medsight.bundle import save_bundle
+    from medsight.serving.export import export_onnx
+    from medsight.training.model import build_model
+    from medsight.training.prepare import positive_class
+
     recipe = bench_recipe(name)
     classes = sorted(folder.name for folder in tree.iterdir() if folder.is_dir())
     model, spec = build_model(recipe, classes, positive_class(classes, recipe.data.positive_class))

@@ -12,7 +12,7 @@ from medsight.evaluation.metrics import class_rows
 from medsight.evaluation.multilabel import PER_LABEL_HEADER, multilabel_metrics, per_label_rows
 from medsight.evaluation.report import BINARY_ROWS, MULTICLASS_ROWS, MULTILABEL_ROWS, figure_text
 from medsight.evaluation.summary import evaluate_predictions
-from medsight.models.lungs import LungSpec
+from medsight.models.lung_spec import LungSpec
 
 
 def _spec(**update) -> BundleSpec:

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from medsight.errors import MedsightError
-from medsight.models.lungs import LungCrop, LungSpec, load_lungs, save_lungs
+from medsight.models.lung_spec import LungSpec
+from medsight.models.lungs import LungCrop, load_lungs, save_lungs
 
 SIZE = 128
 

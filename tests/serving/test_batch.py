@@ -4,6 +4,8 @@ bad files reported not fatal, DICOM, and ONNX Runtime when the bundle has an exp
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -163,6 +165,36 @@ def test_onnx_runtime_is_used_when_exported(bundle_dir: Path, folder: Path, tmp_
     a, b = (pd.read_csv(r.out).set_index("path").sort_index() for r in (with_torch, with_onnx))
     np.testing.assert_allclose(a["p_PNEUMONIA"], b["p_PNEUMONIA"], atol=1e-5)
     assert (a["prediction"] == b["prediction"]).all()
+
+
+def test_an_exported_bundle_predicts_without_importing_pytorch(
+    cell_bundle: Path, malaria_subset: Path, tmp_path: Path
+) -> None:
+    """The CUDA build of PyTorch costs about 500 MB of memory and seconds of start-up per
+    process at import alone; ONNX Runtime needs none of it. The domain guard is in the graph."""
+    bundle = Path(shutil.copytree(cell_bundle, tmp_path / "bundle"))
+    export_onnx(bundle)
+    cells = tmp_path / "cells"
+    cells.mkdir()
+    for path in sorted(malaria_subset.glob("*/*.png"))[::15]:
+        shutil.copy(path, cells / path.name)
+    out = tmp_path / "predictions.csv"
+    argv = ["predict", str(bundle), str(cells), "--out", str(out)]
+    code = (
+        "import sys\n"
+        "from medsight.cli import main\n"
+        f"status = main({argv!r})\n"
+        "print(status, sorted(m for m in ('torch', 'lightning', 'timm') if m in sys.modules))\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines()[-1] == "0 []", child.stderr
+    with_torch = predict_files(bundle, [cells], tmp_path / "torch.csv", onnx=False)
+    a = pd.read_csv(out).set_index("path").sort_index()
+    b = pd.read_csv(with_torch.out).set_index("path").sort_index()
+    assert len(a) == len(b) == 40 and a["domain_score"].notna().all()
+    for column in ("p_Parasitized", "domain_score"):
+        np.testing.assert_allclose(a[column], b[column], rtol=1e-4, atol=1e-5)
 
 
 def test_inputs_and_csv_mismatch_are_clear_errors(

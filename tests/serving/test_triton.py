@@ -15,7 +15,7 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 
 from medsight.bundle import BundleSpec, OnnxPredictor, load_bundle
-from medsight.bundle.domain import DomainSpec
+from medsight.bundle.spec import DomainSpec
 from medsight.cli import main
 from medsight.errors import MedsightError
 from medsight.serving.triton import export_triton, model_config, model_name

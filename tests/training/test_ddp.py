@@ -46,7 +46,8 @@ def test_ddp_processes_share_the_lung_model(chest_xray_dir: Path, tmp_path: Path
     pytest.importorskip("segmentation_models_pytorch", reason="pip install medsight[lungs]")
     import torch
 
-    from medsight.models.lungs import LungCrop, LungSpec, build_segmenter, save_lungs
+    from medsight.models.lung_spec import LungSpec
+    from medsight.models.lungs import LungCrop, build_segmenter, save_lungs
 
     torch.manual_seed(0)
     given = save_lungs(tmp_path / "given", LungCrop(build_segmenter(LungSpec()), LungSpec()))

@@ -14,17 +14,14 @@ the ONNX graph compute the same score; its weights are ``domain.safetensors`` in
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import nn
 
+from medsight.bundle.spec import QUANTILE, DomainSpec
 from medsight.data.store import PixelStore
 
 WEIGHTS_FILE = "domain.safetensors"
-QUANTILE = 0.99
 # a sample this large pins 1,280 class means and covariances; more only costs time and memory
 MAX_FIT_IMAGES = 10_000
 EXTRACTOR = "tf_efficientnet_lite0"
@@ -43,24 +40,6 @@ def feature_extractor(pretrained: bool = True) -> nn.Module:
     if pretrained:
         load_pretrained(model, EXTRACTOR, "imagenet")
     return model.eval()
-
-
-class DomainSpec(BaseModel):
-    """What a bundle says about its guard (in ``bundle.json``)."""
-
-    method: Literal["mahalanobis"] = "mahalanobis"
-    features: str  # which feature vectors it measures, e.g. "imagenet tf_efficientnet_lite0"
-    threshold: float  # squared distance above which an image is out of domain
-    quantile: float = QUANTILE  # of the validation split's distances, where the threshold sits
-    fitted_on: int  # training images its statistics come from
-    val_out_of_domain: float  # fraction of the validation split above the threshold
-
-    def scores(self, distances: np.ndarray) -> np.ndarray:
-        """Distances as ``domain_score``: 1.0 at the threshold, above it out of domain."""
-        return np.asarray(distances, dtype=np.float64) / self.threshold
-
-    def in_domain(self, distances: np.ndarray) -> np.ndarray:
-        return self.scores(distances) <= 1.0
 
 
 class ImageFeatures(nn.Module):

@@ -1,12 +1,12 @@
-"""The bundle folder: written atomically, read safely, and found inside a run directory.
+"""The bundle folder: written atomically, read safely, its model built in PyTorch.
 
 A bundle folder holds ``model.safetensors`` (weights only: loading never unpickles code),
 ``bundle.json`` (its :class:`~medsight.bundle.spec.BundleSpec`), ``model_card.md`` (also as
-``README.md``, the Hub's name for it), the domain
-guard's ``domain.safetensors``, for a bundle that crops to the lungs the lung U-Net's
-``lungs.safetensors``, and what it was trained on (``training_images.json``,
-:mod:`~medsight.bundle.seen`). A run directory that
-holds ``bundle/`` is accepted wherever a bundle is.
+``README.md``, the Hub's name for it), the domain guard's ``domain.safetensors``, for a bundle
+that crops to the lungs the lung U-Net's ``lungs.safetensors``, and what it was trained on
+(``training_images.json``, :mod:`~medsight.bundle.seen`). A run directory that holds
+``bundle/`` is accepted wherever a bundle is. File names, reading ``bundle.json`` and finding
+the folder need no PyTorch: they are :mod:`.files`.
 """
 
 from __future__ import annotations
@@ -16,35 +16,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from medsight.bundle.domain import WEIGHTS_FILE as DOMAIN_WEIGHTS
 from medsight.bundle.domain import DomainGuard
+from medsight.bundle.files import SPEC_FILE, WEIGHTS_FILE, bundle_folder, read_spec, write_card
 from medsight.bundle.loaded import Bundle
 from medsight.bundle.seen import TrainingImages
-from medsight.bundle.spec import FORMAT_VERSION, BundleSpec
+from medsight.bundle.spec import BundleSpec
 from medsight.errors import MedsightError
-from medsight.fsutil import atomic_dir, atomic_write_text
+from medsight.fsutil import atomic_dir
 from medsight.models.lungs import WEIGHTS_FILE as LUNG_WEIGHTS
 from medsight.models.lungs import LungCrop, lung_crop_from
 from medsight.models.zoo import create_model
-
-SPEC_FILE, WEIGHTS_FILE, CARD_FILE = "bundle.json", "model.safetensors", "model_card.md"
-HUB_CARD_FILE = "README.md"  # the Hugging Face Hub shows (and reads the metadata of) this one
-
-
-def write_card(folder: Path, card: str) -> None:
-    """The bundle's model card, as ``model_card.md`` and as ``README.md``: a bundle folder
-    uploaded as a Hub repository then shows its card and the Hub reads its YAML metadata."""
-    for name in (CARD_FILE, HUB_CARD_FILE):
-        atomic_write_text(Path(folder) / name, card)
-
-
-def bundle_folder(path: str | Path) -> Path:
-    """A bundle folder, or the run directory holding ``bundle/``, as the bundle folder."""
-    folder = Path(path)
-    return folder / "bundle" if (folder / "bundle" / SPEC_FILE).is_file() else folder
 
 
 def save_bundle(
@@ -80,36 +64,14 @@ def save_bundle(
     return folder
 
 
-def read_spec(folder: str | Path) -> BundleSpec:
-    """A bundle's description alone (also from the run directory that holds ``bundle/``)."""
-    return read_bundle(folder, weights=False)[0]
-
-
 def read_bundle(
     folder: str | Path, weights: bool = True
 ) -> tuple[BundleSpec, dict[str, torch.Tensor], Path]:
     """A bundle's description and weights, without building its model (also accepts the run
     directory that holds ``bundle/``); returns the bundle folder too."""
     folder = bundle_folder(folder)
-    spec_file, weights_file = folder / SPEC_FILE, folder / WEIGHTS_FILE
-    if not spec_file.is_file() or not weights_file.is_file():
-        raise MedsightError(
-            f"{folder}: not a medsight bundle (expected {SPEC_FILE} and "
-            f"{WEIGHTS_FILE}; a training run writes one to RUN_DIR/bundle)"
-        )
-    try:
-        spec = BundleSpec.model_validate_json(spec_file.read_bytes())
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'the file'}: {e['msg']}" for e in exc.errors()
-        )
-        raise MedsightError(f"{spec_file}: invalid bundle description: {problems}") from exc
-    if spec.format_version > FORMAT_VERSION:
-        raise MedsightError(
-            f"{folder}: bundle format {spec.format_version} is newer than this "
-            f"medsight understands ({FORMAT_VERSION}); upgrade medsight"
-        )
-    return spec, load_weights(weights_file) if weights else {}, folder
+    spec = read_spec(folder)
+    return spec, load_weights(folder / WEIGHTS_FILE) if weights else {}, folder
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

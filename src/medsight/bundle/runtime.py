@@ -15,15 +15,17 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from medsight.bundle.folder import WEIGHTS_FILE, bundle_folder, load_bundle
-from medsight.bundle.loaded import Bundle
+from medsight.bundle.files import WEIGHTS_FILE, bundle_folder
 from medsight.bundle.predictor import Predictor
 from medsight.bundle.spec import BundleSpec
 from medsight.errors import MedsightError
+
+if TYPE_CHECKING:
+    from medsight.bundle.loaded import Bundle
 
 log = logging.getLogger(__name__)
 ONNX_NAME = "model.onnx"
@@ -184,4 +186,8 @@ def load_predictor(
     warning rather than giving different answers."""
     folder = bundle_folder(bundle_path)
     onnx_path = choose_export(folder, prefer_onnx, precision)
-    return OnnxPredictor(onnx_path) if onnx_path else load_bundle(folder)
+    if onnx_path:
+        return OnnxPredictor(onnx_path)
+    from medsight.bundle.folder import load_bundle  # PyTorch: only without a current export
+
+    return load_bundle(folder)

@@ -12,13 +12,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from medsight.bundle.domain import DomainSpec
 from medsight.data.multilabel import NO_FINDING, MultiLabelRule
 from medsight.errors import MedsightError
-from medsight.models.lungs import LungSpec
+from medsight.models.lung_spec import LungSpec
 
 FORMAT_VERSION = 1
 Task = Literal["binary", "multiclass", "multilabel"]
+QUANTILE = 0.99  # of the validation split's domain distances: where the guard's threshold sits
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -44,6 +44,24 @@ def decide(
         return probs.argmax(axis=1)
     negative_index = 1 - positive_index
     return np.where(probs[:, positive_index] >= threshold, positive_index, negative_index)
+
+
+class DomainSpec(BaseModel):
+    """What a bundle says about its domain guard (:mod:`.domain`)."""
+
+    method: Literal["mahalanobis"] = "mahalanobis"
+    features: str  # which feature vectors it measures, e.g. "imagenet tf_efficientnet_lite0"
+    threshold: float  # squared distance above which an image is out of domain
+    quantile: float = QUANTILE  # of the validation split's distances, where the threshold sits
+    fitted_on: int  # training images its statistics come from
+    val_out_of_domain: float  # fraction of the validation split above the threshold
+
+    def scores(self, distances: np.ndarray) -> np.ndarray:
+        """Distances as ``domain_score``: 1.0 at the threshold, above it out of domain."""
+        return np.asarray(distances, dtype=np.float64) / self.threshold
+
+    def in_domain(self, distances: np.ndarray) -> np.ndarray:
+        return self.scores(distances) <= 1.0
 
 
 class BundleSpec(BaseModel):

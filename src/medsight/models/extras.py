@@ -13,7 +13,7 @@ import os
 
 from medsight.config import Recipe
 from medsight.errors import ConfigError
-from medsight.models.lungs import LungSpec
+from medsight.models.lung_spec import LungSpec
 from medsight.models.pretrained import OFFLINE_WEIGHTS
 
 log = logging.getLogger(__name__)

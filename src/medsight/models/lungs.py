@@ -18,28 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medsight.data.store import PixelStore, map_store
 from medsight.errors import ConfigError, MedsightError
 from medsight.fsutil import atomic_dir
+from medsight.models.lung_spec import LungSpec
 from medsight.progress import Progress
 
 SPEC_FILE, WEIGHTS_FILE = "lungs.json", "lungs.safetensors"
-
-
-class LungSpec(BaseModel):
-    """How a lung model was built and how its masks become a crop box (stored beside it)."""
-
-    encoder: str = "tu-tf_efficientnet_lite0"
-    size: int = 128  # the U-Net sees the image at size x size, in grey levels
-    margin: float = 0.05  # widen the box by this fraction of its height and width on each side
-    tail: float = 0.005  # ignore this fraction of the lung pixels at each edge (stray specks)
-    min_area: float = 0.15  # a smaller box (failed segmentation) keeps the whole image
-    val_dice: float | None = None  # on held-out masks, when medsight trained it
-    trained_on: str = ""
 
 
 def build_segmenter(spec: LungSpec) -> nn.Module:

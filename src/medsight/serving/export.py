@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from medsight.bundle import Bundle, BundleSpec, OnnxPredictor, bundle_folder, load_bundle
-from medsight.bundle.folder import CARD_FILE, SPEC_FILE, write_card
+from medsight.bundle.files import CARD_FILE, SPEC_FILE, write_card
 from medsight.bundle.runtime import (
     DOMAIN_NAME,
     INPUT_NAME,

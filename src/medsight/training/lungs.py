@@ -26,9 +26,9 @@ from torchvision.transforms import v2
 from medsight.config import LungCropConfig
 from medsight.data.io import is_image_file, load_image
 from medsight.errors import ConfigError, DataError
+from medsight.models.lung_spec import LungSpec
 from medsight.models.lungs import (
     LungCrop,
-    LungSpec,
     build_segmenter,
     load_lungs,
     save_lungs,

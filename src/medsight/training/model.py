@@ -11,7 +11,7 @@ import torch
 from medsight.bundle import BundleSpec, read_bundle
 from medsight.config import Recipe
 from medsight.data.multilabel import MultiLabelRule
-from medsight.models.lungs import LungSpec
+from medsight.models.lung_spec import LungSpec
 from medsight.models.pretrained import GivenWeights, load_pretrained
 from medsight.models.zoo import create_model
 
