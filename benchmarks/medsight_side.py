@@ -35,14 +35,15 @@ from medsight.serving.batch import predict_files
 # that of the command
 
 
-def bench_recipe(name: str) -> Recipe:
+def bench_recipe(name: str, extra: list[str] | None = None) -> Recipe:
     """The built-in recipe on a benchmark tree: random weights (no download offline, as on the
     Keras side) and the given files as they are (no curation). ResNet50 is timed in its
-    all-layers phase (8 of its 10 epochs), as the Keras side trains it."""
+    all-layers phase (8 of its 10 epochs), as the Keras side trains it. ``extra``: more
+    ``key=value`` overrides (a setting measured against another)."""
     overrides = ["model.pretrained=null", "data.curation=null"]
     if name == "covid-resnet50":
         overrides.append("train.freeze_epochs=0")
-    return load_recipe(name, overrides)
+    return load_recipe(name, [*overrides, *(extra or [])])
 
 
 def step_clock():
@@ -68,12 +69,14 @@ def fresh_cache(work: Path) -> None:
     os.environ["MEDSIGHT_CACHE"] = str(cache)
 
 
-def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) -> dict[str, Any]:
+def measure_train(
+    name: str, tree: Path, warmup: int, steps: int, work: Path, extra: list[str] | None = None
+) -> dict[str, Any]:
     import lightning as L
 
     from medsight.training.run import Run
 
-    recipe = bench_recipe(name)
+    recipe = bench_recipe(name, extra)
     fresh_cache(work)
     run = Run(recipe, work / "run")
     with PeakMemory() as memory:
@@ -108,7 +111,7 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
     figures = training_figures(
         prepare_s, fit_start, clock.ends, clock.sizes, len(loader), train_images, warmup, steps
     )
-    decoded_images = len(data.table)
+    decoded_images, workers = len(data.table), plan.device.workers
     del data, loader, trainer, plan
     start = time.perf_counter()  # a second run on the same files: decoded pixels from the cache
     run.prepare(tree)
@@ -118,7 +121,7 @@ def measure_train(name: str, tree: Path, warmup: int, steps: int, work: Path) ->
         "prepare_warm_cache_s": round(time.perf_counter() - start, 3),
         "decoded_images": decoded_images,
         "batch_size": recipe.train.batch_size,
-        "num_workers": recipe.train.num_workers,
+        "num_workers": workers,
         "allocator": os.environ.get("MEDSIGHT_ALLOCATOR_ACTIVE", "system malloc"),
     }
 
@@ -207,9 +210,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--work", type=Path, help="scratch folder (decoded-image cache, CSVs)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training only")
     args = parser.parse_args()
     if args.phase == "train":
-        result = measure_train(args.recipe, args.data, args.warmup, args.steps, args.work)
+        result = measure_train(args.recipe, args.data, args.warmup, args.steps, args.work, args.set)
     elif args.phase == "bundle":
         result = make_bundle(args.recipe, args.data, args.bundle)
     elif args.phase == "predict":

@@ -11,7 +11,7 @@ import re
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -166,7 +166,10 @@ class TrainConfig(Strict):
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"
     early_stopping: int | None = Field(None, ge=1, description="patience in epochs")
-    num_workers: int = Field(2, ge=0)
+    # DataLoader worker processes. auto: none when training on a CPU of up to 4 cores (the
+    # model's threads use every core; on 2 cores workers made training slower and took
+    # 100-170 MB more: benchmarks/RESULTS.md), else 2. See medsight.training.device
+    num_workers: Literal["auto"] | Annotated[int, Field(ge=0)] = "auto"
     seed: int = 42
     # transfer learning: train only the head for the first freeze_epochs, then unfreeze
     # ("all" or the last N stages) with lr * unfreeze_lr_factor

@@ -100,6 +100,7 @@ def test_auto_takes_the_gpu_with_the_mixed_precision_it_supports(
 ) -> None:
     pretend_gpu(monkeypatch, bf16)
     monkeypatch.setattr(device, "cpu_bf16", lambda: None)
+    monkeypatch.setattr(device, "cores", lambda: 2)
     found = resolve_device(TrainConfig())
     assert (found.accelerator, found.precision, found.name) == ("gpu", expected, "Pretend GPU")
     assert resolve_device(TrainConfig(precision="32")).precision == "32-true"
@@ -107,6 +108,7 @@ def test_auto_takes_the_gpu_with_the_mixed_precision_it_supports(
         "accelerator": "cpu",
         "precision": "32-true",
         "device": "cpu",
+        "num_workers": 0,
         "precision_chosen": "auto: the CPU has no AMX or AVX512_BF16 (bf16 would be emulated)",
     }
 
@@ -123,6 +125,31 @@ def test_cli_refuses_gpu_before_touching_data_or_out(
     assert not out.exists()  # refused before the run folder, let alone decoding
     assert main(["train", "--resume", str(out), "--accelerator", "cpu"]) == 2
     assert "cannot resume" in capsys.readouterr().err
+
+
+@NO_GPU
+@pytest.mark.parametrize(
+    ("setting", "cores", "gpu", "expected"),
+    [("auto", 2, False, 0), ("auto", 4, False, 0), ("auto", 8, False, 2), ("auto", 2, True, 2)]
+    + [(3, 2, False, 3), (0, 16, True, 0)],
+)
+def test_loader_workers_auto_spares_a_small_cpu(
+    monkeypatch: pytest.MonkeyPatch, setting, cores: int, gpu: bool, expected: int
+) -> None:
+    monkeypatch.setattr(device, "cores", lambda: cores)
+    if gpu:
+        pretend_gpu(monkeypatch)
+    chosen = resolve_device(TrainConfig(num_workers=setting))
+    assert chosen.workers == expected and chosen.facts()["num_workers"] == expected
+
+
+def test_num_workers_from_the_command_line() -> None:
+    assert load_recipe("malaria-lenet").train.num_workers == "auto"
+    assert load_recipe("malaria-lenet", ["train.num_workers=3"]).train.num_workers == 3
+    with pytest.raises(ConfigError, match="num_workers"):
+        load_recipe("malaria-lenet", ["train.num_workers=-1"])
+    with pytest.raises(ConfigError, match="num_workers"):
+        load_recipe("malaria-lenet", ["train.num_workers=many"])
 
 
 def test_device_augmentation_equals_the_loader_augmentation() -> None:

@@ -30,6 +30,7 @@ ARGS = [
     "train.batch_size=16",
     "train.schedule=cosine",
     "data.limit=400",
+    "train.num_workers=2",  # persistent worker processes, killed with the run
 ]
 
 
@@ -79,7 +80,7 @@ def _kill_during_epoch(out: Path, epoch: int, args: list[str], temp: Path) -> No
 def test_resume_after_two_sigkills_is_bit_identical_to_an_uninterrupted_run(
     malaria_subset: Path, tmp_path: Path, extra: list[str]
 ) -> None:
-    """Default DataLoader workers (persistent), killed in epoch 2 and again in epoch 3."""
+    """Two DataLoader workers (persistent), killed in epoch 2 and again in epoch 3."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     args = [*ARGS, *extra, "--data", str(malaria_subset)]
     first = _medsight(*args, "--out", str(whole))

@@ -152,8 +152,8 @@ def plan_fit(recipe: Recipe, data: Prepared) -> FitPlan:
         multi_label=multi,
     )
     workers = {
-        "num_workers": tcfg.num_workers,
-        "persistent_workers": tcfg.num_workers > 0,
+        "num_workers": device.workers,
+        "persistent_workers": device.workers > 0,
         "pin_memory": on_gpu,
     }
     is_train, is_val = split == "train", split == "val"
