@@ -15,11 +15,11 @@ import pytest
 
 from benchmarks import markdown, report
 from benchmarks.flops import model_costs, peak_gflops
-from medsight.training.device import loader_workers
 from benchmarks.medsight_side import make_bundle, measure_predict, measure_train
 from benchmarks.run import environments, machine
 from benchmarks.time_to_accuracy import versus_fastai
 from benchmarks.workloads import WORKLOADS, build_tree, image_files, spread
+from medsight.training.device import loader_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
