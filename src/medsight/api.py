@@ -281,6 +281,7 @@ def serve(
             http=protocol,
             log_level="info",
             log_config=uvicorn_log_config(),
+            access_log=False,  # medsight's own line per request has the client too
         )
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down gracefully
         pass

@@ -67,4 +67,20 @@ def test_the_servers_own_request_line_escapes_the_decoded_path(
         assert client.get("/v1/%1b%5b31mred%1b%5b0m%00").status_code == 404
     lines = [r.getMessage() for r in caplog.records if r.name == "medsight.serving"]
     assert any("/v1/\\x1b[31mred\\x1b[0m\\x00 404" in line for line in lines), lines
+    assert all(line.startswith("testclient:50000 GET /") for line in lines), lines
     assert not any("\x1b" in line or "\x00" in line for line in lines)
+
+
+def test_serve_writes_one_line_per_request_not_two(
+    xray_bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's access line is off: the server's own line (above) has the client as well."""
+    import uvicorn
+
+    from medsight import api
+
+    given: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: given.update(options))
+    api.serve(xray_bundle, port=0)
+    assert given["access_log"] is False
+    assert given["log_config"] == uvicorn_log_config()  # its error lines are still filtered
