@@ -226,7 +226,10 @@ def test_page_csp_loads_nothing_from_elsewhere() -> None:
 
 
 def log_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "medsight.serving"]
+    """The server's lines without the client address each starts with (TestClient's)."""
+    lines = [r.getMessage() for r in caplog.records if r.name == "medsight.serving"]
+    assert all(line.startswith("testclient:50000 ") for line in lines), lines
+    return [line.removeprefix("testclient:50000 ") for line in lines]
 
 
 def test_one_log_line_with_method_path_status(

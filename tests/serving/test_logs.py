@@ -42,17 +42,24 @@ def test_other_records_are_escaped_not_dropped() -> None:
 
 def test_uvicorn_configuration_applies_the_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     config = uvicorn_log_config()
-    stream = io.StringIO()
+    stream, default = io.StringIO(), io.StringIO()
     config["handlers"]["access"]["stream"] = stream
+    config["handlers"]["default"]["stream"] = default
+    ours = logging.getLogger("medsight.serving")
+    before = (ours.handlers[:], ours.propagate, ours.level)
     logging.config.dictConfig(config)
     try:
         logging.getLogger("uvicorn.access").info(
             '%s - "%s %s HTTP/%s" %d', "10.0.0.1:1", "GET", "/?api_key=k3y\x1b", "1.1", 404
         )
+        logging.getLogger("medsight.serving").info("the server's own line \x1b")
     finally:
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+        ours.handlers[:], ours.propagate, ours.level = before  # later tests capture it
     written = stream.getvalue()
     assert '"GET / HTTP/1.1" 404' in written and "k3y" not in written
+    # the server's line is written once, by uvicorn's default handler, escaped
+    assert default.getvalue().count("the server's own line \\x1b") == 1
 
 
 def test_the_servers_own_request_line_escapes_the_decoded_path(

@@ -35,11 +35,18 @@ class SafeLogRecords(logging.Filter):
 
 
 def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration with :class:`SafeLogRecords` on its handlers."""
+    """uvicorn's own logging configuration with :class:`SafeLogRecords` on its handlers, and
+    the server's own lines (``medsight.serving``: one per request) written by its default
+    handler, also when ``medsight.serve`` runs from Python without any logging set up."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["safe"] = {"()": f"{__name__}.SafeLogRecords"}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("safe")
+    config["loggers"]["medsight.serving"] = {
+        "handlers": ["default"],
+        "level": "INFO",
+        "propagate": False,
+    }
     return config
