@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import PeakMemory, steps_to_run, training_figures, write_json
-from medsight.bundle import load_predictor
+from medsight.bundle import default_batch_size, load_predictor
 from medsight.config import Recipe, load_recipe
 from medsight.data.io import find_images, load_image
 from medsight.serving.batch import predict_files
@@ -174,7 +174,7 @@ def measure_predict(bundle: Path, tree: Path, engine: str, work: Path) -> dict[s
         "predict_images": done.predicted,
         "predict_s": round(seconds, 3),
         "engine": done.engine,
-        "batch_size": 64,
+        "batch_size": default_batch_size(spec.image_size),  # per model call; 64 per chunk
         "decode_only_img_s": round(len(files) / decode_s, 2),
         "model_only_img_s": round(len(files) / model_s, 2),
         **memory.figures(),

@@ -133,7 +133,7 @@ def predict(
     bundle: str | Path,
     paths: list[str | Path],
     out: str | Path,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     shard: str | None = None,
     onnx: bool = True,
     precision: str | None = None,
@@ -141,7 +141,8 @@ def predict(
     """Predict every image in ``paths`` (files, folders searched recursively) into the CSV
     ``out``; a rerun continues where an interrupted one stopped. ``shard="i/N"`` takes a
     deterministic 1/N of the files (cluster array jobs); ``precision="fp32"`` passes over an
-    adopted int8 model. Returns the counts and the unreadable files."""
+    adopted int8 model; ``batch_size`` images go through the model at a time (None: 16 at
+    224 x 224, more for smaller inputs). Returns the counts and the unreadable files."""
     from medsight.serving.batch import predict_files
 
     return predict_files(bundle, list(paths), out, batch_size, shard, onnx, precision=precision)

@@ -1,12 +1,14 @@
 """The Predictor base: probabilities come from the spec (temperature-scaled unless asked not
-to), and ``_batches`` gives the same answer whatever the batch size, empty input included."""
+to), ``_batches`` gives the same answer whatever the batch size, empty input included, and
+without a batch size one model call holds about as many pixels as 16 images of 224 x 224."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medsight.bundle import BundleSpec, Predictor, softmax
+from medsight.bundle import BundleSpec, Predictor, default_batch_size, softmax
+from medsight.bundle.predictor import PIXELS_PER_CALL
 
 SPEC = BundleSpec(
     model_name="malaria_lenet",
@@ -32,7 +34,7 @@ class FixedLogits(Predictor):
         first = pixels.reshape(len(pixels), -1)[:, 0].astype(np.float64)
         return np.stack([first / 50, -first / 80, np.cos(first)], axis=1)
 
-    def outputs(self, pixels: np.ndarray, batch_size: int = 64):
+    def outputs(self, pixels: np.ndarray, batch_size: int | None = None):
         def run(chunk: np.ndarray):
             self.chunk_sizes.append(len(chunk))
             return self.row_logits(chunk), None
@@ -113,3 +115,32 @@ def test_empty_input_gives_zero_rows_of_n_classes() -> None:
     assert predictor.predict_proba(empty).shape == (0, 3)
     two_classes = SPEC.model_copy(update={"class_names": ["a", "b"]})
     assert FixedLogits(two_classes).logits(empty, batch_size=8).shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((224, 224), 16), ((150, 150), 35), ((128, 128), 49), ((28, 28), 64), ((512, 384), 4)],
+)
+def test_default_batch_size_keeps_one_calls_pixels_within_the_budget(
+    size: tuple[int, int], expected: int
+) -> None:
+    assert default_batch_size(size) == expected
+    assert expected * size[0] * size[1] <= PIXELS_PER_CALL
+    # one more image would exceed it, unless the cap of 64 stopped it first
+    assert expected == 64 or (expected + 1) * size[0] * size[1] > PIXELS_PER_CALL
+
+
+def test_a_huge_input_still_gets_one_image_per_call() -> None:
+    assert default_batch_size((4096, 4096)) == 1
+
+
+@pytest.mark.parametrize(("size", "chunks"), [((224, 224), [16, 16, 8]), ((4, 4), [40])])
+def test_without_a_batch_size_the_calls_follow_the_input_size(
+    size: tuple[int, int], chunks: list[int]
+) -> None:
+    predictor = FixedLogits(SPEC.model_copy(update={"image_size": size}))
+    pixels = np.zeros((40, *size, 1), np.uint8)
+    pixels[:, 0, 0, 0] = np.arange(40)
+    answers = predictor.answer(pixels)
+    assert predictor.chunk_sizes == chunks
+    np.testing.assert_array_equal(answers.probs, predictor.predict_proba(pixels, batch_size=40))

@@ -119,3 +119,34 @@ def test_an_exported_bundle_predicts_with_onnx_runtime_alike(
     assert a.decision == b.decision
     assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
     assert fast.explain(xray_file).target_class == a.decision  # explanations run on PyTorch
+
+
+def test_an_exported_bundle_answers_from_python_without_importing_pytorch(
+    xray_bundle: Path, xray_file: Path, tmp_path: Path
+) -> None:
+    """PyTorch (about 500 MB and seconds per process) comes in only with the first explain."""
+    import json
+    import subprocess
+    import sys
+
+    from medsight.serving.export import export_onnx
+
+    folder = Path(shutil.copytree(xray_bundle, tmp_path / "bundle"))
+    export_onnx(folder)
+    code = (
+        "import json, sys\n"
+        "import medsight\n"
+        f"model = medsight.load({str(folder)!r})\n"
+        f"answer = model.predict({str(xray_file)!r})\n"
+        "before = 'torch' in sys.modules\n"
+        f"found = model.explain({str(xray_file)!r})\n"
+        "print(json.dumps([model.engine, before, 'torch' in sys.modules,\n"
+        "                  answer.probabilities, answer.decision, found.target_class]))\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    engine, before, after, probabilities, decision, target = json.loads(child.stdout)
+    assert (engine, before, after) == ("onnxruntime", False, True)
+    reference = medsight.load(folder, prefer_onnx=False).predict(xray_file)
+    assert probabilities == pytest.approx(reference.probabilities, abs=1e-4)
+    assert decision == target == reference.decision

@@ -34,6 +34,7 @@ _HOMES = {
     "predictions_frame": "predictions",
     "Answers": "predictor",
     "Predictor": "predictor",
+    "default_batch_size": "predictor",
     "OnnxPredictor": "runtime",
     "load_predictor": "runtime",
     "TrainingImages": "seen",
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from medsight.bundle.loaded import Bundle
     from medsight.bundle.pipeline import InputPipeline, PixelsToLogits
     from medsight.bundle.predictions import prediction_columns, predictions_frame
-    from medsight.bundle.predictor import Answers, Predictor
+    from medsight.bundle.predictor import Answers, Predictor, default_batch_size
     from medsight.bundle.runtime import OnnxPredictor, load_predictor
     from medsight.bundle.seen import TrainingImages
     from medsight.bundle.spec import BundleSpec, DomainSpec, decide, softmax
@@ -75,6 +76,7 @@ __all__ = [
     "TrainingImages",
     "bundle_folder",
     "decide",
+    "default_batch_size",
     "fit_guard",
     "load_bundle",
     "load_predictor",

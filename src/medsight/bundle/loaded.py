@@ -49,7 +49,7 @@ class Bundle(Predictor):
 
     @torch.inference_mode()
     def outputs(
-        self, pixels: np.ndarray, batch_size: int = 64
+        self, pixels: np.ndarray, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw (uncalibrated) logits, mirror-TTA averaged when the bundle uses TTA, and the
         domain guard's distances (None without a guard)."""
@@ -64,7 +64,7 @@ class Bundle(Predictor):
         return self._batches(pixels, batch_size, run)
 
     @torch.inference_mode()
-    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def logits(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Raw logits alone (the domain guard is not run)."""
 
         def run(chunk: np.ndarray) -> tuple[np.ndarray, None]:

@@ -8,6 +8,18 @@ import numpy as np
 
 from medsight.bundle.spec import BundleSpec
 
+# One model call takes at most this many input pixels unless asked for more: a call's
+# activations grow with its batch (VGG16 on 64 images of 224 x 224 peaked at 4.2 GB) while the
+# throughput stops growing long before (16 images: 1.3 GB and 6 % slower; benchmarks/RESULTS.md,
+# "Prediction memory of the big models")
+PIXELS_PER_CALL = 16 * 224 * 224
+
+
+def default_batch_size(image_size: tuple[int, int] | list[int]) -> int:
+    """Images per model call for this input size: 16 at 224 x 224, at most 64 for small ones."""
+    height, width = image_size
+    return max(1, min(64, PIXELS_PER_CALL // (height * width)))
+
 
 @dataclass(frozen=True)
 class Answers:
@@ -34,23 +46,24 @@ class Predictor:
     engine: str
 
     def outputs(
-        self, pixels: np.ndarray, batch_size: int = 64
+        self, pixels: np.ndarray, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw logits and the domain guard's distances (None without a guard) for (N, H, W, C)
-        uint8 images resized to the spec's input size."""
+        uint8 images resized to the spec's input size, ``batch_size`` images per model call
+        (None: :func:`default_batch_size`)."""
         raise NotImplementedError
 
-    def logits(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def logits(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Raw logits for (N, H, W, C) uint8 images resized to the spec's input size."""
         return self.outputs(pixels, batch_size)[0]
 
     def predict_proba(
-        self, pixels: np.ndarray, batch_size: int = 64, calibrated: bool = True
+        self, pixels: np.ndarray, batch_size: int | None = None, calibrated: bool = True
     ) -> np.ndarray:
         """Class probabilities (temperature-scaled unless ``calibrated=False``)."""
         return self.spec.probabilities(self.logits(pixels, batch_size), calibrated)
 
-    def answer(self, pixels: np.ndarray, batch_size: int = 64) -> Answers:
+    def answer(self, pixels: np.ndarray, batch_size: int | None = None) -> Answers:
         """Calibrated probabilities and domain scores in one pass."""
         logits, distances = self.outputs(pixels, batch_size)
         return Answers(
@@ -58,9 +71,11 @@ class Predictor:
         )
 
     def _batches(
-        self, pixels: np.ndarray, batch_size: int, run
+        self, pixels: np.ndarray, batch_size: int | None, run
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``run`` (-> logits, distances or None) over consecutive batches, outputs stacked."""
+        """``run`` (-> logits, distances or None) over consecutive batches (None: as many as
+        :func:`default_batch_size` gives for the input size), outputs stacked."""
+        batch_size = batch_size or default_batch_size(self.spec.image_size)
         parts = [run(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
         if not parts:
             empty = np.zeros((0, len(self.spec.class_names)), np.float32)

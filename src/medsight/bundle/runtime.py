@@ -106,7 +106,7 @@ class OnnxPredictor(Predictor):
         self.guarded = DOMAIN_NAME in names and spec.domain is not None
 
     def outputs(
-        self, pixels: np.ndarray, batch_size: int = 64
+        self, pixels: np.ndarray, batch_size: int | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw logits (mirror-TTA averaged when the bundle uses TTA) and the domain guard's
         distances (None when the graph has no guard), like Bundle.outputs."""

@@ -18,7 +18,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("bundle", help="bundle folder (or the run directory holding it)")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument("--out", required=True, help="CSV to write (a rerun continues it)")
-    predict.add_argument("--batch-size", type=int, default=64, help="images per batch (64)")
+    predict.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per model call (default: by input size, 16 at 224x224, at most 64; "
+        "more is barely faster and takes more memory)",
+    )
     predict.add_argument(
         "--shard", metavar="i/N", help="only the i-th of N disjoint parts of the files"
     )

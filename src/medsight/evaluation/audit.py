@@ -26,7 +26,7 @@ from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from medsight.bundle import Bundle, bundle_folder, load_bundle, write_card
+from medsight.bundle import Bundle, bundle_folder, default_batch_size, load_bundle, write_card
 from medsight.data.sources import ImageTable
 from medsight.errors import DataError
 from medsight.evaluation.card import model_card
@@ -45,8 +45,11 @@ COINCIDE_SHARE = 0.9
 
 
 @torch.no_grad()
-def penultimate_features(bundle: Bundle, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def penultimate_features(
+    bundle: Bundle, pixels: np.ndarray, batch_size: int | None = None
+) -> np.ndarray:
     """The input of the model's last linear layer (its image representation), per image."""
+    batch_size = batch_size or default_batch_size(bundle.spec.image_size)
     linears = [m for m in bundle.model.modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
         raise DataError(f"{bundle.spec.model_name}: no linear classifier layer to probe")

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsight.bundle import Bundle, BundleSpec, load_bundle, predictions_frame
+from medsight.bundle import (
+    Bundle,
+    BundleSpec,
+    default_batch_size,
+    load_bundle,
+    predictions_frame,
+)
 from medsight.data.dataset import decode_images
 from medsight.data.labels import LabelRule
 from medsight.data.sources import ImageTable
@@ -50,10 +56,11 @@ class Scored:
         return list(self.table.frame["patient"])
 
 
-def score_table(bundle: Bundle, table: ImageTable, batch_size: int = 64) -> Scored:
+def score_table(bundle: Bundle, table: ImageTable, batch_size: int | None = None) -> Scored:
     """Decode every image as in training and compute the bundle's logits (unreadable files are
-    skipped with their reason)."""
+    skipped with their reason), ``batch_size`` images per model call (None: by input size)."""
     spec = bundle.spec
+    batch_size = batch_size or default_batch_size(spec.image_size)
     pixels, failures = decode_images(list(table.frame["path"]), spec.image_size, spec.channels)
     bad = {path for path, _ in failures}
     keep = ~table.frame["path"].isin(bad).to_numpy()

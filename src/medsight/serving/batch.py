@@ -31,6 +31,8 @@ from medsight.progress import Progress
 
 log = logging.getLogger(__name__)
 
+CHUNK = 64  # images decoded ahead and written together when no batch size is given
+
 
 @dataclass
 class BatchResult:
@@ -111,7 +113,7 @@ def predict_files(
     bundle: str | Path | Predictor,
     paths: list[str | Path],
     out: str | Path,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     shard: str | tuple[int, int] | None = None,
     onnx: bool = True,
     threads: int = 2,
@@ -124,9 +126,11 @@ def predict_files(
     ``p_<class>``, ``in_domain`` (``false``: unlike the training images, do not trust the
     prediction) and ``domain_score`` (above 1: out of domain). ONNX Runtime runs the model
     when the bundle has a current export (unless ``onnx=False``), its adopted int8 model unless
-    ``precision="fp32"``; unreadable files are logged and returned, not fatal.
+    ``precision="fp32"``, ``batch_size`` images per model call (None: by the input size, see
+    :func:`~medsight.bundle.predictor.default_batch_size`); unreadable files are logged and
+    returned, not fatal.
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise MedsightError(f"batch size must be at least 1, not {batch_size}")
     if Path(out).is_dir():
         raise MedsightError(f"{out} is a folder; --out names the CSV file to write")
@@ -156,7 +160,8 @@ def predict_files(
         len(todo),
         engine,
     )
-    size, chunks = tuple(spec.image_size), _chunks(todo, batch_size)
+    # rows are decoded and written batch_size (default CHUNK) at a time
+    size, chunks = tuple(spec.image_size), _chunks(todo, batch_size or CHUNK)
     # the next chunk decodes (threads release the GIL) while the model runs on this one
     with (
         Progress(len(todo), "predict", "img") as bar,

@@ -12,15 +12,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from medsight.bundle import Bundle, BundleSpec, bundle_folder, load_bundle, load_predictor
+from medsight.bundle import BundleSpec, bundle_folder, load_predictor
 from medsight.data.io import image_from, to_pixels
 from medsight.errors import MedsightError
-from medsight.explanation.cam import Explanation, explain
+
+if TYPE_CHECKING:
+    from medsight.bundle import Bundle
+    from medsight.explanation.cam import Explanation
 
 __all__ = ["ImageClassifier", "ImageInput", "Prediction", "domain_warning"]
 
@@ -101,14 +104,13 @@ class ImageClassifier:
     """A loaded bundle that answers images: ``predict(x)`` / ``predict_many(xs)`` and
     ``explain(x)``. ``x`` is a path, encoded bytes (PNG, JPEG, DICOM, ...), a PIL image or an
     array. Predictions run on the bundle's current ONNX export when it has one (``engine``
-    says which), explanations on its PyTorch model."""
+    says which), explanations on its PyTorch model, loaded on the first ``explain``: until
+    then an exported bundle answers without importing PyTorch."""
 
     def __init__(self, bundle: str | Path, prefer_onnx: bool = True, precision: str | None = None):
         self.folder = bundle_folder(bundle)
         self._predictor = load_predictor(self.folder, prefer_onnx, precision)
-        self._torch: Bundle | None = (
-            self._predictor if isinstance(self._predictor, Bundle) else None
-        )
+        self._torch: Bundle | None = self._predictor if self._predictor.engine == "torch" else None
 
     @property
     def spec(self) -> BundleSpec:
@@ -131,8 +133,11 @@ class ImageClassifier:
     def predict(self, image: ImageInput) -> Prediction:
         return self.predict_many([image])[0]
 
-    def predict_many(self, images: Sequence[ImageInput], batch_size: int = 64) -> list[Prediction]:
-        """Answers in the order given; an unreadable image raises, naming it."""
+    def predict_many(
+        self, images: Sequence[ImageInput], batch_size: int | None = None
+    ) -> list[Prediction]:
+        """Answers in the order given; an unreadable image raises, naming it. ``batch_size``
+        images per model call (None: by input size)."""
         if isinstance(images, str | bytes | Path | Image.Image | np.ndarray):
             raise MedsightError("predict_many takes a list of images; use predict for one")
         if not images:
@@ -149,6 +154,9 @@ class ImageClassifier:
     ) -> Explanation:
         """Where the model looks for ``target`` (default: the class it decides) in ``image``:
         the heat-map, an overlay and its faithfulness score."""
+        from medsight.bundle import load_bundle
+        from medsight.explanation.cam import explain
+
         if self._torch is None:
             self._torch = load_bundle(self.folder)
         return explain(self._torch, self.pixels(image), target, method)
