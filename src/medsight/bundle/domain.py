@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from medsight.bundle.predictor import default_batch_size
 from medsight.bundle.spec import QUANTILE, DomainSpec
 from medsight.data.store import PixelStore
 
@@ -57,9 +58,11 @@ class ImageFeatures(nn.Module):
         return self.extractor((x - 0.5) / 0.5)
 
     @torch.inference_mode()
-    def of(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Features of a stack of images, in batches (for fitting the guard), written into one
-        array (a list of batches and its concatenation would hold them twice)."""
+    def of(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Features of a stack of images, in batches (for fitting the guard; None: by input
+        size), written into one array (a list of batches and its concatenation would hold
+        them twice)."""
+        batch_size = batch_size or default_batch_size(pixels.shape[1:3])
         out = np.zeros((len(pixels), 1280), np.float32)
         for i in range(0, len(pixels), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(pixels[i : i + batch_size]))
@@ -142,8 +145,10 @@ class DomainGuard(nn.Module):
         return self.distance(self.features(pixels))
 
     @torch.inference_mode()
-    def distances(self, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """Distances a batch at a time: memory does not grow with the number of images."""
+    def distances(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """Distances a batch at a time (None: by input size): memory does not grow with the
+        number of images."""
+        batch_size = batch_size or default_batch_size(pixels.shape[1:3])
         out = [
             self(torch.from_numpy(np.ascontiguousarray(pixels[i : i + batch_size]))).numpy()
             for i in range(0, len(pixels), batch_size)
