@@ -9,7 +9,7 @@ import torch
 
 from medsight.bundle import Bundle, BundleSpec
 from medsight.errors import MedsightError
-from medsight.explanation import METHODS, explain
+from medsight.explanation import METHOD_NAMES, METHODS, explain
 from medsight.explanation.cam import find_layer, road_score
 from medsight.models.zoo import REGISTRY, create_model
 
@@ -171,3 +171,8 @@ def test_model_state_is_restored_even_under_inference_mode() -> None:
     assert not any(m._forward_hooks for m in bundle.model.modules())
     assert not bundle.model.training
     np.testing.assert_array_equal(bundle.logits(_noise()[None]), expected)
+
+
+def test_the_light_list_of_method_names_is_the_methods_of_cam() -> None:
+    """The server offers and checks METHOD_NAMES before PyTorch is loaded: the same names."""
+    assert METHOD_NAMES == tuple(METHODS)

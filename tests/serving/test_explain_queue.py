@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from medsight.explanation import cam
 from medsight.serving import app as app_module
 from medsight.serving.app import create_app
 
@@ -26,14 +27,14 @@ def _upload(data: bytes) -> dict:
 def test_a_stuck_explanation_neither_blocks_predictions_nor_queues_without_bound(
     xray_bundle: Path, xray_bytes: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_explain, release, entered = app_module.explain, threading.Event(), threading.Event()
+    real_explain, release, entered = cam.explain, threading.Event(), threading.Event()
 
     def slow_explain(bundle, pixels, target, method):
         entered.set()
         assert release.wait(60), "the test never released the explanation"
         return real_explain(bundle, pixels, target, method)
 
-    monkeypatch.setattr(app_module, "explain", slow_explain)
+    monkeypatch.setattr(cam, "explain", slow_explain)
     app = create_app(xray_bundle, prefer_onnx=False, max_explanations=1)
     with TestClient(app) as client, ThreadPoolExecutor(1) as background:
         pending = background.submit(client.post, "/v1/explain", **_upload(xray_bytes))
@@ -88,3 +89,41 @@ def test_uploads_decoded_at_once_are_bounded(
         assert client.get("/v1/model").json()["serving"]["max_decodes"] == max_decodes
     assert [a.status_code for a in answers] == [200] * 8
     assert state["most"] == max_decodes
+
+
+def test_a_server_on_an_export_imports_pytorch_only_for_the_first_explanation(
+    xray_bundle: Path, chest_xray_dir: Path, tmp_path: Path
+) -> None:
+    """About 500 MB and seconds of start-up that a server asked only for predictions never
+    pays; the explanation still comes, from the PyTorch model, and agrees with the answer."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from medsight.serving.export import export_onnx
+
+    folder = Path(shutil.copytree(xray_bundle, tmp_path / "bundle"))
+    export_onnx(folder)
+    image = sorted((chest_xray_dir / "test" / "PNEUMONIA").glob("*.jpeg"))[0]
+    code = (
+        "import json, sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "from medsight.serving.app import create_app\n"
+        f"client = TestClient(create_app({str(folder)!r}))\n"
+        f"data = open({str(image)!r}, 'rb').read()\n"
+        "upload = {'file': ('x.jpeg', data, 'image/jpeg')}\n"
+        "seen = ['torch' in sys.modules]\n"
+        "predicted = client.post('/v1/predict', files=upload).json()\n"
+        "seen.append('torch' in sys.modules)\n"
+        "explained = client.post('/v1/explain', files=upload).json()\n"
+        "seen.append('torch' in sys.modules)\n"
+        "print(json.dumps([seen, predicted, explained['prediction'], explained['target_class']]))\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr
+    seen, predicted, again, target = json.loads(child.stdout.splitlines()[-1])
+    assert seen == [False, False, True]
+    assert predicted["model"]["engine"] == "onnxruntime"
+    assert again["probabilities"] == predicted["probabilities"]
+    assert target == predicted["decision"]

@@ -40,6 +40,7 @@ from torch import nn
 from medsight.bundle import Bundle
 from medsight.errors import MedsightError
 
+# the names, in this order, are also methods.METHOD_NAMES (a test holds them equal)
 METHODS = {
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,

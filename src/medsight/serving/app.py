@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from io import BytesIO
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -27,12 +27,11 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from medsight import __version__
-from medsight.bundle import Bundle, OnnxPredictor, Predictor, bundle_folder, load_bundle
-from medsight.bundle.runtime import choose_export
+from medsight.bundle import Predictor, bundle_folder, load_predictor
 from medsight.data.io import read_image_bytes, to_pixels
 from medsight.data.limits import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_PIXELS
 from medsight.errors import MedsightError, UnreadableImageError
-from medsight.explanation.cam import METHODS, explain
+from medsight.explanation.methods import METHOD_NAMES
 from medsight.serving.batching import MicroBatcher
 from medsight.serving.classifier import Prediction
 from medsight.serving.http import ApiError, HeadersAndLog, api_key_check, install_error_handlers
@@ -45,12 +44,15 @@ DEFAULT_MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 NOTICE = "Research software: not for clinical use."
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+    from medsight.bundle import Bundle
+
 
 class _Service:
-    """The state behind the routes: bundle, predictor, limits, thread pools, batcher."""
+    """The state behind the routes: predictor, limits, thread pools, batcher, explainer."""
 
-    def __init__(self, bundle: Bundle, predictor: Predictor, folder: Path, limits: dict):
-        self.bundle, self.spec, self.limits = bundle, bundle.spec, limits
+    def __init__(self, predictor: Predictor, folder: Path, limits: dict):
+        self.folder, self.spec, self.limits = folder, predictor.spec, limits
         # the REST API has always said "pytorch" where batch prediction says "torch"
         self.engine = {"torch": "pytorch"}.get(predictor.engine, predictor.engine)
         card = folder / "model_card.md"
@@ -59,10 +61,14 @@ class _Service:
         self.decode_pool = ThreadPoolExecutor(limits["max_decodes"], "medsight-decode")
         self.model_pool = ThreadPoolExecutor(1, "medsight-model")
         # explanations hook into a model and toggle its gradients: they get their own thread, a
-        # model no prediction uses (a copy when predictions run on the PyTorch one) and a bound
-        # on how many may wait, so that a queue of them never delays a prediction
+        # model no prediction uses (a copy when predictions run on the PyTorch one; loaded in
+        # that thread by the first explanation when they run on ONNX Runtime, so a server that
+        # is never asked for one never imports PyTorch) and a bound on how many may wait, so
+        # that a queue of them never delays a prediction
         self.explain_pool = ThreadPoolExecutor(1, "medsight-explain")
-        self.explainer = copy.deepcopy(bundle) if predictor is bundle else bundle
+        self.explainer: Bundle | None = (
+            copy.deepcopy(predictor) if predictor.engine == "torch" else None
+        )
         self.explain_slots = asyncio.Semaphore(limits["max_explanations"])
         self.batcher = MicroBatcher(
             _answer_rows(predictor), self.model_pool, limits["max_batch"], limits["batch_window_ms"]
@@ -70,7 +76,7 @@ class _Service:
 
     def model_card(self) -> dict[str, Any]:
         spec = self.spec
-        serving = {**self.limits, "engine": self.engine, "explain_methods": list(METHODS)}
+        serving = {**self.limits, "engine": self.engine, "explain_methods": list(METHOD_NAMES)}
         return {
             **spec.model_dump(mode="json"),
             "positive_index": spec.positive_index,
@@ -88,8 +94,8 @@ class _Service:
         start = time.perf_counter()
         form = await read_form(request, self.limits["max_upload_bytes"])
         method = form.text("method") or "gradcam"
-        if method not in METHODS:
-            detail = f"unknown method {method!r}; choose one of {', '.join(METHODS)}"
+        if method not in METHOD_NAMES:
+            detail = f"unknown method {method!r}; choose one of {', '.join(METHOD_NAMES)}"
             raise ApiError(422, "invalid_field", detail)
         target = self._target(form.text("target"))
         if self.explain_slots.locked():
@@ -108,7 +114,9 @@ class _Service:
         begin = time.perf_counter()
 
         def run() -> tuple[Any, str, str]:
-            found = explain(self.explainer, pixels, target, method)
+            from medsight.explanation.cam import explain
+
+            found = explain(self._explainer(), pixels, target, method)
             return found, _png_base64(found.overlay), _png_base64(pixels)
 
         try:
@@ -130,6 +138,14 @@ class _Service:
             "height": int(pixels.shape[0]),
             "timing_ms": timing,
         }
+
+    def _explainer(self) -> Bundle:
+        """The PyTorch bundle explanations run on (called in the one explain thread)."""
+        if self.explainer is None:
+            from medsight.bundle import load_bundle
+
+            self.explainer = load_bundle(self.folder)
+        return self.explainer
 
     def _target(self, value: str | None) -> str | int | None:
         names = self.spec.class_names
@@ -207,7 +223,8 @@ def create_app(
     health checks, needs it in the ``X-API-Key`` header (``/``, ``/healthz`` and
     ``/openapi.json`` stay open). ``prefer_onnx``: predict with the bundle's
     ``model.onnx`` (ONNX Runtime, faster) when it is a current export, its adopted int8 model
-    unless ``precision="fp32"``; explanations always use the PyTorch model. ``max_pixels`` and
+    unless ``precision="fp32"``; explanations always use the PyTorch model (loaded by the first
+    one when predictions run on ONNX Runtime: PyTorch is not imported before). ``max_pixels`` and
     ``max_decoded_bytes``: the decoded-size limits each
     upload's header is checked against before its pixels are decoded (``medsight.data.limits``).
     ``max_explanations``: explanations in progress at once; one more is a 503 ``busy``.
@@ -219,9 +236,7 @@ def create_app(
     if max_decodes < 1:
         raise ValueError(f"max_decodes must be at least 1, not {max_decodes}")
     folder = bundle_folder(bundle_path)
-    bundle = load_bundle(folder)
-    onnx = choose_export(folder, prefer_onnx, precision)
-    predictor = OnnxPredictor(onnx) if onnx else bundle
+    predictor = load_predictor(folder, prefer_onnx, precision)
     limits = {
         "max_upload_bytes": max_upload_bytes,
         "max_pixels": max_pixels,
@@ -232,7 +247,7 @@ def create_app(
         "batch_window_ms": batch_window_ms,
         "api_key_required": bool(api_key),
     }
-    service = _Service(bundle, predictor, folder, limits)
+    service = _Service(predictor, folder, limits)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
@@ -276,7 +291,7 @@ def create_app(
         return await service.predict(request)
 
     upload = upload_schema(
-        method={"type": "string", "enum": list(METHODS), "default": "gradcam"},
+        method={"type": "string", "enum": list(METHOD_NAMES), "default": "gradcam"},
         target={"type": "string", "description": "class to explain (default: the decision)"},
     )
 

@@ -30,6 +30,7 @@ from medsight.bundle.files import CARD_FILE, SPEC_FILE, write_card
 from medsight.bundle.runtime import (
     DOMAIN_NAME,
     INPUT_NAME,
+    LOGIT_TOLERANCE,
     ONNX_NAME,
     OUTPUT_NAME,
     int8_card_lines,
@@ -54,7 +55,6 @@ __all__ = ["Gate", "export_onnx", "int8_path", "parity"]
 log = logging.getLogger(__name__)
 MAX_CHECK_IMAGES = 256
 SYNTHETIC_IMAGES = 16
-LOGIT_TOLERANCE = 1e-3
 
 
 def _check_pixels(

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from medsight import __version__
 from medsight.bundle import BundleSpec, bundle_folder
-from medsight.bundle.runtime import ONNX_NAME, sidecar
+from medsight.bundle.runtime import LOGIT_TOLERANCE, ONNX_NAME, sidecar
 from medsight.errors import MedsightError
 from medsight.fsutil import atomic_dir
-from medsight.serving.export import LOGIT_TOLERANCE, export_onnx
 
 __all__ = ["export_triton", "model_config", "model_name"]
 
@@ -153,6 +152,8 @@ def export_triton(
     sanitised) and return it. The graph is kept only if it matches PyTorch on
     ``check_images`` (as in :func:`export_onnx`); a previous medsight export of the same name
     is replaced whole, anything else there is refused."""
+    from medsight.serving.export import export_onnx  # PyTorch: not for model_name's users
+
     folder = bundle_folder(bundle_path)
     name = model_name(folder, name)
     target = Path(out) / name
