@@ -134,13 +134,18 @@ def test_a_huge_input_still_gets_one_image_per_call() -> None:
     assert default_batch_size((4096, 4096)) == 1
 
 
-@pytest.mark.parametrize(("size", "chunks"), [((224, 224), [16, 16, 8]), ((4, 4), [40])])
-def test_without_a_batch_size_the_calls_follow_the_input_size(
-    size: tuple[int, int], chunks: list[int]
+@pytest.mark.parametrize(
+    ("size", "n", "chunks"),
+    [((224, 224), 40, [14, 14, 12]), ((224, 224), 32, [16, 16]), ((4, 4), 40, [40])]
+    + [((128, 128), 64, [32, 32]), ((4, 4), 130, [44, 44, 42]), ((224, 224), 1, [1])],
+)
+def test_without_a_batch_size_the_calls_are_as_few_and_as_even_as_the_budget_allows(
+    size: tuple[int, int], n: int, chunks: list[int]
 ) -> None:
     predictor = FixedLogits(SPEC.model_copy(update={"image_size": size}))
-    pixels = np.zeros((40, *size, 1), np.uint8)
-    pixels[:, 0, 0, 0] = np.arange(40)
+    pixels = np.zeros((n, *size, 1), np.uint8)
+    pixels[:, 0, 0, 0] = np.arange(n)
     answers = predictor.answer(pixels)
     assert predictor.chunk_sizes == chunks
-    np.testing.assert_array_equal(answers.probs, predictor.predict_proba(pixels, batch_size=40))
+    assert max(chunks) <= default_batch_size(size)
+    np.testing.assert_array_equal(answers.probs, predictor.predict_proba(pixels, batch_size=n))

@@ -73,9 +73,12 @@ class Predictor:
     def _batches(
         self, pixels: np.ndarray, batch_size: int | None, run
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``run`` (-> logits, distances or None) over consecutive batches (None: as many as
-        :func:`default_batch_size` gives for the input size), outputs stacked."""
-        batch_size = batch_size or default_batch_size(self.spec.image_size)
+        """``run`` (-> logits, distances or None) over consecutive batches, outputs stacked.
+        None: as few calls as :func:`default_batch_size` allows, of even sizes (64 images at
+        49 per call: 2 x 32, not 49 + 15)."""
+        if batch_size is None:
+            calls = -(-len(pixels) // default_batch_size(self.spec.image_size))
+            batch_size = -(-len(pixels) // max(calls, 1)) or 1
         parts = [run(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
         if not parts:
             empty = np.zeros((0, len(self.spec.class_names)), np.float32)
