@@ -22,7 +22,7 @@ from typing import Any
 
 from benchmarks import serving
 from benchmarks.common import PeakMemory, write_json
-from benchmarks.run import environments
+from benchmarks.serve_overhead import medsight_server
 from benchmarks.workloads import WORKLOADS, image_files, spread
 
 HERE = Path(__file__).parent
@@ -33,10 +33,7 @@ def serve_once(
     checkout: Path, bundle: Path, images: list[Path], seconds: float, log: Path
 ) -> dict[str, Any]:
     """Start a server of ``checkout``, time it to healthy, load it, sample its memory."""
-    env = {**environments()["medsight"], "PYTHONPATH": str(checkout / "src")}
-    port = serving.free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "medsight", "serve", str(bundle), "--port", str(port)]
+    command, base, env = medsight_server(checkout, bundle)
     start = time.monotonic()
     with serving.running(command, f"{base}/healthz", log, env) as process:
         healthy_s = time.monotonic() - start

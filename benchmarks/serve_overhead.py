@@ -39,14 +39,20 @@ def make_bundle(data: Path, work: Path) -> tuple[Path, list[Path]]:
     return bundle, spread(image_files(tree), 16)
 
 
+def medsight_server(checkout: Path, bundle: Path) -> tuple[list[str], str, dict[str, str]]:
+    """The command, base URL and environment of ``medsight serve BUNDLE`` of ``checkout`` (its
+    ``src`` first on ``PYTHONPATH``) on a free port."""
+    env = {**environments()["medsight"], "PYTHONPATH": str(checkout / "src")}
+    port = serving.free_port()
+    command = [sys.executable, "-m", "medsight", "serve", str(bundle), "--port", str(port)]
+    return command, f"http://127.0.0.1:{port}", env
+
+
 def serve_once(
     checkout: Path, bundle: Path, images: list[Path], seconds: float, log: Path
 ) -> dict[str, Any]:
     """One server of ``checkout`` under load at each level, with its own statistics."""
-    env = {**environments()["medsight"], "PYTHONPATH": str(checkout / "src")}
-    port = serving.free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "medsight", "serve", str(bundle), "--port", str(port)]
+    command, base, env = medsight_server(checkout, bundle)
     return serving.measure(
         command, f"{base}/healthz", f"{base}/v1/predict", images, LEVELS, seconds, log, env,
         stats_url=f"{base}/v1/stats",
