@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -141,3 +143,17 @@ def steps_to_run(warmup: int, steps: int, epoch_steps: int) -> int:
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def write_results(path: Path, module: str, rows: list[dict[str, Any]], **facts: Any) -> None:
+    """A benchmark's results file: the command that made it (``python -m MODULE`` and this
+    process's arguments), the date, ``facts`` and the rows."""
+    result = {
+        "command": " ".join([f"python -m {module}", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **facts,
+        "rows": rows,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
+    print(f"written {path}")

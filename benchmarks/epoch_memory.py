@@ -1,10 +1,12 @@
-"""Peak memory of each process of a training while its epochs run (not the outputs after).
+"""Peak memory of each process of a training while its epochs run (and, with ``--whole``, after).
 
     .venv/bin/python -m benchmarks.epoch_memory [--recipe malaria-lenet] [--checkout DIR ...]
+        [--whole]
 
 Runs ``medsight train --recipe R --epochs 2`` on the real data (decoded store cached by a
 warm-up run first, so decoding is not measured), samples the PSS of the main process and of
-each worker process every 0.2 s, and stops the run once its second epoch has ended. With
+each worker process every 0.2 s, and stops the run once its second epoch has ended (with
+``--whole`` it runs to its end, and the tree's peak after the epochs is given apart). With
 ``--checkout`` the same measurement runs on other checkouts of medsight (their ``src`` first on
 the path), alternating with this one, ``--repeats`` times each: the side-by-side comparison of
 two commits. Also lists the main process's largest mappings by PSS at the middle of epoch 2.
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import _kib, _tree, write_json
+from benchmarks.common import _kib, _tree, write_results
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = Path(
@@ -45,7 +47,9 @@ def _mappings(pid: int, top: int = 12) -> dict[str, int]:
     return {k: v // 1024 for k, v in sizes.most_common(top)}
 
 
-def measure(checkout: Path, recipe: str, data: Path, work: Path) -> dict[str, Any]:
+def measure(
+    checkout: Path, recipe: str, data: Path, work: Path, whole: bool = False
+) -> dict[str, Any]:
     from medsight.allocator import fast_environment
 
     run = work / "run"
@@ -57,12 +61,14 @@ def measure(checkout: Path, recipe: str, data: Path, work: Path) -> dict[str, An
     command += ["--out", str(run), "--epochs", "2"]
     child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     peaks: dict[str, float] = {}
-    tree_peak, mappings, epoch_two = 0.0, {}, None
+    tree_peak, mappings, epoch_two, outputs_peak, outputs_start = 0.0, {}, None, 0.0, None
     history = run / "history.csv"
     while child.poll() is None:
         rows = len(history.read_text().splitlines()) if history.exists() else 0
-        if rows >= 3:  # header and two epochs
+        if rows >= 3 and not whole:  # header and two epochs
             break
+        if rows >= 3 and outputs_start is None:
+            outputs_start = time.monotonic()
         if rows == 2 and epoch_two is None:
             epoch_two = time.monotonic()
         if epoch_two and not mappings and time.monotonic() - epoch_two > 5:
@@ -73,13 +79,24 @@ def measure(checkout: Path, recipe: str, data: Path, work: Path) -> dict[str, An
             total += pss
             key = "main" if pid == child.pid else f"worker {n}"
             peaks[key] = max(peaks.get(key, 0.0), pss)
-        tree_peak = max(tree_peak, total)
+        if outputs_start is None:
+            tree_peak = max(tree_peak, total)
+        else:
+            outputs_peak = max(outputs_peak, total)
         time.sleep(0.2)
     child.kill()
     child.wait()
+    after = {}
+    if whole:  # what the run does after its epochs: calibration, the domain guard, evaluation
+        after = {
+            "outputs_peak_tree_pss_mb": round(outputs_peak),
+            "outputs_s": round(time.monotonic() - outputs_start, 1) if outputs_start else None,
+            "returncode": child.returncode,
+        }
     return {
         "checkout": str(checkout),
         "peak_tree_pss_mb": round(tree_peak),
+        **after,
         "peak_pss_mb_by_process": {k: round(v) for k, v in peaks.items()},
         "processes": len(peaks),
         "main_mappings_mb": mappings,
@@ -93,6 +110,9 @@ def main() -> None:
     parser.add_argument("--recipe", default="malaria-lenet")
     parser.add_argument("--checkout", type=Path, nargs="*", default=[])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--whole", action="store_true", help="let the run end; the peak after its epochs apart"
+    )
     parser.add_argument("--work", type=Path, default=HERE / ".work" / "epoch_memory")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "epoch_memory.json")
     args = parser.parse_args()
@@ -104,17 +124,9 @@ def main() -> None:
     rows = []
     for _ in range(args.repeats):
         for checkout in checkouts:
-            rows.append(measure(checkout, args.recipe, data, args.work))
+            rows.append(measure(checkout, args.recipe, data, args.work, args.whole))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "history"}), flush=True)
-    result = {
-        "command": " ".join(["python -m benchmarks.epoch_memory", *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "recipe": args.recipe,
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, result)
-    print(f"written {args.out}")
+    write_results(args.out, "benchmarks.epoch_memory", rows, recipe=args.recipe)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from medsight.bundle import (
     load_bundle,
     save_bundle,
 )
-from medsight.bundle.domain import MahalanobisDistance, ledoit_wolf_precision
+from medsight.bundle.domain import MahalanobisDistance, guard_batch_size, ledoit_wolf_precision
 from medsight.data.io import load_image
 from medsight.models.zoo import create_model
 
@@ -91,6 +91,26 @@ def test_guard_forward_equals_its_batched_distances(cells: dict, cell_guard: tup
     with torch.inference_mode():
         direct = guard(torch.from_numpy(np.ascontiguousarray(some))).numpy()
     np.testing.assert_allclose(direct, guard.distances(some, batch_size=3), rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"), [((224, 224), 8), ((128, 128), 24), ((4096, 4096), 1)]
+)
+def test_guard_batches_keep_a_calls_pixels_within_the_budget(
+    size: tuple[int, int], expected: int
+) -> None:
+    assert guard_batch_size(size) == expected
+
+
+def test_guard_features_in_its_own_batches_equal_one_call(cells: dict, cell_guard: tuple) -> None:
+    guard, _ = cell_guard
+    larger = cells["test"][:30].repeat(2, axis=1).repeat(2, axis=2)  # 128 px: 24 per call
+    np.testing.assert_allclose(
+        guard.features.of(larger), guard.features.of(larger, batch_size=30), rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        guard.distances(larger), guard.distances(larger, batch_size=30), rtol=1e-4
+    )
 
 
 def test_mahalanobis_distance_is_zero_at_a_class_mean_and_grows_away() -> None:

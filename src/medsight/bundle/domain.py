@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsight.bundle.predictor import default_batch_size
 from medsight.bundle.spec import QUANTILE, DomainSpec
 from medsight.data.store import PixelStore
 
@@ -26,7 +25,17 @@ WEIGHTS_FILE = "domain.safetensors"
 # a sample this large pins 1,280 class means and covariances; more only costs time and memory
 MAX_FIT_IMAGES = 10_000
 EXTRACTOR = "tf_efficientnet_lite0"
+# Input pixels per call when the guard runs alone in PyTorch (fitting it, scoring the splits):
+# EfficientNet's expanded activations made 48 images of 128 px peak 120 MB above 24, no faster
+# (benchmarks/RESULTS.md, "The domain guard's batches")
+PIXELS_PER_CALL = 8 * 224 * 224
 FEATURES = f"ImageNet {EXTRACTOR} pooled features"
+
+
+def guard_batch_size(image_size: tuple[int, ...]) -> int:
+    """Images per call of the guard alone: 8 at 224 x 224, 24 at 128 x 128."""
+    height, width = image_size
+    return max(1, PIXELS_PER_CALL // (height * width))
 
 
 def feature_extractor(pretrained: bool = True) -> nn.Module:
@@ -62,7 +71,7 @@ class ImageFeatures(nn.Module):
         """Features of a stack of images, in batches (for fitting the guard; None: by input
         size), written into one array (a list of batches and its concatenation would hold
         them twice)."""
-        batch_size = batch_size or default_batch_size(pixels.shape[1:3])
+        batch_size = batch_size or guard_batch_size(pixels.shape[1:3])
         out = np.zeros((len(pixels), 1280), np.float32)
         for i in range(0, len(pixels), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(pixels[i : i + batch_size]))
@@ -148,7 +157,7 @@ class DomainGuard(nn.Module):
     def distances(self, pixels: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """Distances a batch at a time (None: by input size): memory does not grow with the
         number of images."""
-        batch_size = batch_size or default_batch_size(pixels.shape[1:3])
+        batch_size = batch_size or guard_batch_size(pixels.shape[1:3])
         out = [
             self(torch.from_numpy(np.ascontiguousarray(pixels[i : i + batch_size]))).numpy()
             for i in range(0, len(pixels), batch_size)

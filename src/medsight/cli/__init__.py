@@ -12,6 +12,7 @@ import sys
 from medsight import __version__
 from medsight.cli import core, evaluation, inference
 from medsight.errors import MedsightError
+from medsight.gpu_compilers import leave_out_triton
 
 # commands that do heavy numeric work re-exec with tcmalloc/jemalloc when installed
 FAST_ALLOCATOR = {"train", "evaluate", "compare", "audit", "predict", "serve"}
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         from medsight.allocator import reexec_with_fast_allocator
 
         reexec_with_fast_allocator(sys.argv[1:])
+    if argv is None:  # the command itself, not a caller in its own process
+        leave_out_triton()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
