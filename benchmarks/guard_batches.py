@@ -7,7 +7,7 @@ validation split's distances) on real NIH cells at 128 px, as ``medsight train -
 malaria-lenet`` runs it, with ``medsight.bundle.domain.PIXELS_PER_CALL`` set so that a call takes
 each number of images given. One child process per setting (fast allocator as the ``medsight``
 command sets it, Triton left out as it does), settings alternating, ``--repeats`` rounds; the
-child's PSS is sampled every 50 ms. Results: ``results/guard_batches.json``.
+child's PSS is sampled every 50 ms (``PeakMemory``). Results: ``results/guard_batches.json``.
 """
 
 from __future__ import annotations
@@ -30,31 +30,23 @@ DEFAULT_DATA = Path(
 )
 SIZE = 128
 CHILD = """
-import json, sys, threading, time
+import json, sys, time
 import numpy as np
 from medsight.gpu_compilers import leave_out_triton
 leave_out_triton()
 import medsight.bundle.domain as domain
-from benchmarks.common import _kib
+from benchmarks.common import PeakMemory, _kib
 pixels = np.load(sys.argv[1])
 labels = np.load(sys.argv[2])
 domain.PIXELS_PER_CALL = int(sys.argv[3]) * pixels.shape[1] * pixels.shape[2]
 val = len(pixels) // 10
-pss = lambda: _kib("/proc/self/smaps_rollup", "Pss") / 1024
-base, peak, stop = pss(), [0.0], threading.Event()
-def sample():
-    while not stop.is_set():
-        peak[0] = max(peak[0], pss())
-        time.sleep(0.05)
-sampler = threading.Thread(target=sample)
-sampler.start()
-start = time.perf_counter()
-domain.fit_guard(pixels[val:], labels[val:], pixels[:val])
-seconds = time.perf_counter() - start
-stop.set()
-sampler.join()
+base = _kib("/proc/self/smaps_rollup", "Pss") / 1024
+with PeakMemory() as memory:
+    start = time.perf_counter()
+    domain.fit_guard(pixels[val:], labels[val:], pixels[:val])
+    seconds = time.perf_counter() - start
 print(json.dumps({"seconds": round(seconds, 2), "before_mb": round(base),
-                  "peak_pss_mb": round(peak[0]), "images": len(pixels)}))
+                  "peak_pss_mb": round(memory.peak_tree_pss_mb), "images": len(pixels)}))
 """
 
 
