@@ -101,7 +101,7 @@ def with_guard(bundle: Bundle, run: Path) -> Bundle:
     """The bundle with the guard its run's training would fit (same splits, same function)."""
     prepared = Run.reopen(run).reload()
     split, labels = prepared.split, prepared.table.labels
-    guard, domain = fit_guard(
+    guard, domain, _ = fit_guard(
         prepared.pixels[split == "train"], labels[split == "train"], prepared.pixels[split == "val"]
     )
     spec = bundle.spec.model_copy(update={"domain": domain})

@@ -170,7 +170,7 @@ def cell_bundle(malaria_subset: Path, tmp_path_factory: pytest.TempPathFactory) 
     pixels = np.stack([load_image(f, size=(64, 64), channels=3) for f in files])
     labels = np.array([f.parent.name == "Uninfected" for f in files], dtype=int)
     train = np.arange(len(files)) % 4 != 0
-    guard, domain = fit_guard(pixels[train], labels[train], pixels[~train])
+    guard, domain, _ = fit_guard(pixels[train], labels[train], pixels[~train])
     torch.manual_seed(0)
     spec = BundleSpec(
         model_name="malaria_lenet",

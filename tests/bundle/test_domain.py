@@ -12,13 +12,17 @@ import torch
 from medsight.bundle import (
     Bundle,
     BundleSpec,
-    DomainGuard,
     OnnxPredictor,
     fit_guard,
     load_bundle,
     save_bundle,
 )
-from medsight.bundle.domain import MahalanobisDistance, guard_batch_size, ledoit_wolf_precision
+from medsight.bundle.domain import (
+    FittedGuard,
+    MahalanobisDistance,
+    guard_batch_size,
+    ledoit_wolf_precision,
+)
 from medsight.data.io import load_image
 from medsight.models.zoo import create_model
 
@@ -61,14 +65,25 @@ def xrays(chest_xray_dir: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cell_guard(cells: dict) -> tuple[DomainGuard, object]:
+def cell_guard(cells: dict) -> FittedGuard:
     return fit_guard(cells["train"], cells["labels"], cells["val"])
 
 
-def test_cell_guard_flags_xrays_and_passes_unseen_patients_cells(
-    cells: dict, xrays: np.ndarray, cell_guard: tuple
+def test_the_fitted_guard_returns_the_distances_its_threshold_was_set_on(
+    cells: dict, cell_guard: FittedGuard
 ) -> None:
-    guard, spec = cell_guard
+    """Training scores the validation split with these instead of computing them again."""
+    np.testing.assert_allclose(
+        cell_guard.held_distances, cell_guard.guard.distances(cells["val"]), rtol=1e-5
+    )
+    share = (cell_guard.held_distances > cell_guard.spec.threshold).mean()
+    assert share == pytest.approx(cell_guard.spec.val_out_of_domain)
+
+
+def test_cell_guard_flags_xrays_and_passes_unseen_patients_cells(
+    cells: dict, xrays: np.ndarray, cell_guard: FittedGuard
+) -> None:
+    guard, spec, _ = cell_guard
     assert spec.threshold > 0 and spec.fitted_on == len(cells["train"])
     assert spec.val_out_of_domain <= 0.02  # its threshold is the val split's 99th percentile
     flagged_xrays = (spec.scores(guard.distances(xrays)) > 1).mean()
@@ -81,12 +96,12 @@ def test_xray_guard_flags_cells(chest_xray_dir: Path, cells: dict) -> None:
     train = _spread(sorted((chest_xray_dir / "train").glob("*/*.jpeg")), 240)
     val = _spread(sorted((chest_xray_dir / "val").glob("*/*.jpeg")) or train, 40)
     labels = np.array([f.parent.name == "PNEUMONIA" for f in train], dtype=int)
-    guard, spec = fit_guard(_pixels(train), labels, _pixels(val))
+    guard, spec, _ = fit_guard(_pixels(train), labels, _pixels(val))
     assert (spec.scores(guard.distances(cells["test"][:100])) > 1).mean() >= 0.95
 
 
-def test_guard_forward_equals_its_batched_distances(cells: dict, cell_guard: tuple) -> None:
-    guard, _ = cell_guard
+def test_guard_forward_equals_its_batched_distances(cells: dict, cell_guard: FittedGuard) -> None:
+    guard, _, _ = cell_guard
     some = cells["test"][:10]
     with torch.inference_mode():
         direct = guard(torch.from_numpy(np.ascontiguousarray(some))).numpy()
@@ -102,8 +117,10 @@ def test_guard_batches_keep_a_calls_pixels_within_the_budget(
     assert guard_batch_size(size) == expected
 
 
-def test_guard_features_in_its_own_batches_equal_one_call(cells: dict, cell_guard: tuple) -> None:
-    guard, _ = cell_guard
+def test_guard_features_in_its_own_batches_equal_one_call(
+    cells: dict, cell_guard: FittedGuard
+) -> None:
+    guard, _, _ = cell_guard
     larger = cells["test"][:30].repeat(2, axis=1).repeat(2, axis=2)  # 128 px: 24 per call
     np.testing.assert_allclose(
         guard.features.of(larger), guard.features.of(larger, batch_size=30), rtol=1e-4, atol=1e-5
@@ -125,8 +142,8 @@ def test_mahalanobis_distance_is_zero_at_a_class_mean_and_grows_away() -> None:
 
 
 @pytest.fixture(scope="module")
-def guarded_bundle(tmp_path_factory: pytest.TempPathFactory, cell_guard: tuple) -> Path:
-    guard, domain = cell_guard
+def guarded_bundle(tmp_path_factory: pytest.TempPathFactory, cell_guard: FittedGuard) -> Path:
+    guard, domain, _ = cell_guard
     torch.manual_seed(0)
     spec = BundleSpec(
         model_name="malaria_lenet",
@@ -159,9 +176,9 @@ def test_ledoit_wolf_precision_is_scikit_learns(n: int, d: int) -> None:
 
 
 def test_a_saved_guard_loads_and_scores_the_same(
-    guarded_bundle: Path, cell_guard: tuple, xrays: np.ndarray
+    guarded_bundle: Path, cell_guard: FittedGuard, xrays: np.ndarray
 ) -> None:
-    guard, _ = cell_guard
+    guard, _, _ = cell_guard
     bundle = load_bundle(guarded_bundle)
     assert (guarded_bundle / "domain.safetensors").is_file()
     answers = bundle.answer(xrays[:8])

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import norm, rankdata
 from sklearn.metrics import roc_auc_score
 
-from medsight.evaluation.bootstrap import bootstrap, group_indices
+from medsight.evaluation.bootstrap import bootstrap, group_indices, resample_indices
 
 
 def _auc(y: np.ndarray, s: np.ndarray):
@@ -96,3 +96,21 @@ def test_a_perfect_small_test_set_gets_an_exact_interval_note() -> None:
     assert metrics["figures"]["accuracy"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
     note = next(n for n in metrics["notes"] if "Clopper-Pearson" in n)
     assert "28 of 28" in note and "[0.877, 1.000]" in note  # (0.025) ** (1 / 28) = 0.877
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [None, ["p1", "p1", "p2", None, "p3", "p3", "p3", "p2", "p4"]],
+    ids=["images", "patients"],
+)
+def test_resamples_are_the_drawn_groups_rows_one_after_another(groups: list | None) -> None:
+    """The vectorised resampler gives exactly np.concatenate of the drawn groups, so intervals
+    made before it came are reproduced by the same seed."""
+    parts, _ = group_indices(groups, 9)
+    rng = np.random.default_rng(5)
+    expected = [np.concatenate([parts[g] for g in rng.integers(0, len(parts), len(parts))])]
+    expected += [np.concatenate([parts[g] for g in rng.integers(0, len(parts), len(parts))])]
+    got = list(resample_indices(parts, 2, seed=5))
+    assert len(got) == 2
+    for rows, want in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(rows, want)

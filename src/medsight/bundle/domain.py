@@ -14,6 +14,8 @@ the ONNX graph compute the same score; its weights are ``domain.safetensors`` in
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import nn
@@ -176,6 +178,16 @@ class DomainGuard(nn.Module):
         return guard.eval()
 
 
+class FittedGuard(NamedTuple):
+    """A guard just fitted, its spec, and the distances its threshold was set on (the
+    validation split's, else the training split's): the caller scoring that split again would
+    run the feature network over it twice."""
+
+    guard: DomainGuard
+    spec: DomainSpec
+    held_distances: np.ndarray
+
+
 def fit_guard(
     train_pixels: PixelStore | np.ndarray,
     train_labels: np.ndarray,
@@ -183,7 +195,7 @@ def fit_guard(
     quantile: float = QUANTILE,
     features: ImageFeatures | None = None,
     max_images: int = MAX_FIT_IMAGES,
-) -> tuple[DomainGuard, DomainSpec]:
+) -> FittedGuard:
     """A guard fitted on the training split's images (a seeded sample of ``max_images`` of them
     when there are more), its threshold at ``quantile`` of the validation split's distances (the
     training split's own when there is no validation split)."""
@@ -207,4 +219,4 @@ def fit_guard(
         fitted_on=len(train_pixels),
         val_out_of_domain=float((distances > threshold).mean()),
     )
-    return guard, spec
+    return FittedGuard(guard, spec, distances)

@@ -45,8 +45,14 @@ def resample_indices(groups: list[np.ndarray], resamples: int, seed: int) -> Ite
     """Row indices of each resample: as many groups as there are, drawn with replacement (one
     at a time: all of them at once would cost resamples x rows x 8 bytes)."""
     rng = np.random.default_rng(seed)
+    sizes = np.array([len(g) for g in groups])
+    rows, starts = np.concatenate(groups), np.cumsum(sizes) - sizes
     for _ in range(resamples):
-        yield np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
+        drawn = rng.integers(0, len(groups), len(groups))
+        # the drawn groups' rows one after another, as np.concatenate of them would give
+        lengths = sizes[drawn]
+        shift = np.repeat(starts[drawn] - (np.cumsum(lengths) - lengths), lengths)
+        yield rows[shift + np.arange(len(shift))]
 
 
 def bootstrap(

@@ -18,11 +18,7 @@ def reliability_bins(
     y_true: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
 ) -> list[dict[str, float]]:
     """Per confidence bin: mean confidence, accuracy and image count (empty bins left out)."""
-    y_true = np.asarray(y_true)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y_true
-    # bins are (lo, hi]; a confidence of exactly 1/k (a tie) falls in the first one
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    confidence, correct, which = _binned(y_true, probs, bins)
     rows = []
     for b in range(bins):
         mask = which == b
@@ -46,8 +42,20 @@ def expected_calibration_error(
     n = len(y_true)
     if n == 0:
         return 0.0
-    rows = reliability_bins(y_true, probs, bins)
-    return float(sum(r["count"] / n * abs(r["accuracy"] - r["confidence"]) for r in rows))
+    confidence, correct, which = _binned(y_true, probs, bins)
+    gaps = np.bincount(which, weights=correct - confidence, minlength=bins)
+    return float(np.abs(gaps).sum() / n)
+
+
+def _binned(
+    y_true: np.ndarray, probs: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's top-label confidence, whether that label is right, and its bin."""
+    confidence = np.asarray(probs).max(axis=1)
+    correct = (np.asarray(probs).argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
+    # bins are (lo, hi]; a confidence of exactly 1/k (a tie) falls in the first one
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    return confidence, correct, which
 
 
 def negative_log_likelihood(logits: np.ndarray, y_true: np.ndarray, temperature: float) -> float:

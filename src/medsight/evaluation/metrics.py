@@ -1,21 +1,21 @@
-"""Classification metrics from scikit-learn, with the disease class as the positive class.
+"""Classification metrics, with the disease class as the positive class.
 
 :func:`figures` gives the scalar figures that get confidence intervals;
 :func:`classification_metrics` adds the confusion matrix, counts, per-class figures, trivial
 baselines and notes. Degenerate inputs (one class only, no images, nothing predicted positive)
-give ``None`` with a reason in ``notes`` instead of a crash or an unexplained NaN.
+give ``None`` with a reason in ``notes`` instead of a crash or an unexplained NaN. The
+arithmetic is :mod:`medsight.evaluation.ranking`'s: scikit-learn's values at the bootstrap's pace.
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from medsight.evaluation.calibration import expected_calibration_error
+from medsight.evaluation.ranking import average_precision, class_rates, confusion, mcc, roc_auc
 
 
 def figures(
@@ -37,10 +37,11 @@ def figures(
     y_true = np.asarray(y_true, dtype=np.int64)
     labels = list(range(probs.shape[1]))
     present = np.unique(y_true)
+    matrix = confusion(y_true, y_pred, len(labels))
     out: dict[str, float | None] = {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "accuracy": float(np.mean(y_true == y_pred)),
         "balanced_accuracy": float(np.mean([(y_pred[y_true == c] == c).mean() for c in present])),
-        "mcc": _mcc(y_true, y_pred),
+        "mcc": mcc(matrix),
         "ece": expected_calibration_error(y_true, probs),
     }
     onehot = np.eye(len(labels))[y_true]
@@ -48,37 +49,32 @@ def figures(
     if positive_index is not None:
         pos = positive_index
         is_pos, said_pos, p_pos = y_true == pos, y_pred == pos, probs[:, pos]
-        out["brier"] = float(skm.brier_score_loss(is_pos, p_pos))
+        out["brier"] = float(np.mean((is_pos - p_pos) ** 2))
         tp, fp = int((is_pos & said_pos).sum()), int((~is_pos & said_pos).sum())
         tn, fn = int((~is_pos & ~said_pos).sum()), int((is_pos & ~said_pos).sum())
         out["sensitivity"] = _ratio(tp, tp + fn, "sensitivity", "no positive images", notes)
         out["specificity"] = _ratio(tn, tn + fp, "specificity", "no negative images", notes)
         out["ppv"] = _ratio(tp, tp + fp, "ppv", "nothing predicted positive", notes)
         out["npv"] = _ratio(tn, tn + fn, "npv", "nothing predicted negative", notes)
-        out["f1"] = float(skm.f1_score(is_pos, said_pos, zero_division=0))
+        out["f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
         if len(present) < 2:
             out["roc_auc"] = out["pr_auc"] = None
             notes.append("roc_auc and pr_auc undefined: only one class among the true labels")
         else:
-            out["roc_auc"] = float(skm.roc_auc_score(is_pos, p_pos))
-            out["pr_auc"] = float(skm.average_precision_score(is_pos, p_pos))
+            out["roc_auc"] = roc_auc(is_pos, p_pos)
+            out["pr_auc"] = average_precision(is_pos, p_pos)
         return out
-    for average in ("macro", "micro"):
-        out[f"{average}_f1"] = float(
-            skm.f1_score(y_true, y_pred, labels=labels, average=average, zero_division=0)
-        )
-    out["macro_sensitivity"] = float(
-        skm.recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    )
-    out["macro_ppv"] = float(
-        skm.precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    )
+    rates = class_rates(matrix)
+    out["macro_f1"] = float(rates["f1"].mean())
+    out["micro_f1"] = float(np.trace(matrix) / matrix.sum())  # every image has one label
+    out["macro_sensitivity"] = float(rates["recall"].mean())
+    out["macro_ppv"] = float(rates["precision"].mean())
     if len(present) < len(labels):
         out["roc_auc"] = out["micro_roc_auc"] = None
         notes.append("roc_auc undefined: not every class among the true labels")
     else:
-        out["roc_auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
-        out["micro_roc_auc"] = float(skm.roc_auc_score(onehot, probs, average="micro"))
+        out["roc_auc"] = float(np.mean([roc_auc(y_true == c, probs[:, c]) for c in labels]))
+        out["micro_roc_auc"] = roc_auc(onehot.ravel() == 1, probs.ravel())
     if class_names is not None:
         out.update(class_figures(y_true, probs, y_pred, class_names))
     return out
@@ -100,7 +96,7 @@ def classification_metrics(
     names = None if positive_index is not None else list(class_names)
     result.update(figures(y_true, probs, y_pred, positive_index, result["notes"], names))
     labels = list(range(len(class_names)))
-    result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    result["confusion_matrix"] = confusion(y_true, y_pred, len(labels)).tolist()
     result["class_names"] = list(class_names)
     result["counts"] = {name: int((y_true == i).sum()) for i, name in enumerate(class_names)}
     result["baselines"] = baselines(y_true, class_names, positive_index)
@@ -136,7 +132,7 @@ def class_figures(
         out[f"{key}_sensitivity"] = _ratio((is_a & said_a).sum(), is_a.sum(), "", "", [])
         out[f"{key}_specificity"] = _ratio((~is_a & ~said_a).sum(), (~is_a).sum(), "", "", [])
         both = 0 < is_a.sum() < len(is_a)
-        out[f"{key}_roc_auc"] = float(skm.roc_auc_score(is_a, score)) if both else None
+        out[f"{key}_roc_auc"] = roc_auc(is_a, score) if both else None
     return out
 
 
@@ -160,6 +156,7 @@ def per_class(
 ) -> dict[str, dict[str, float | None]]:
     """One-vs-rest figures of each class of a multi-class task."""
     table = {}
+    rates = class_rates(confusion(y_true, y_pred, len(class_names)))
     for i, name in enumerate(class_names):
         is_c, said_c = y_true == i, y_pred == i
         notes: list[str] = []
@@ -167,10 +164,8 @@ def per_class(
             "sensitivity": _ratio((is_c & said_c).sum(), is_c.sum(), "", "", notes),
             "specificity": _ratio((~is_c & ~said_c).sum(), (~is_c).sum(), "", "", notes),
             "ppv": _ratio((is_c & said_c).sum(), said_c.sum(), "", "", notes),
-            "f1": float(skm.f1_score(is_c, said_c, zero_division=0)),
-            "roc_auc": float(skm.roc_auc_score(is_c, probs[:, i]))
-            if 0 < is_c.sum() < len(is_c)
-            else None,
+            "f1": float(rates["f1"][i]),
+            "roc_auc": roc_auc(is_c, probs[:, i]),
         }
     return table
 
@@ -193,12 +188,6 @@ def baselines(
     if positive_index is not None:
         out["positive_prevalence"] = out["prevalence"][class_names[positive_index]]
     return out
-
-
-def _mcc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    with warnings.catch_warnings():  # one label only: sklearn warns, the MCC is 0 by definition
-        warnings.simplefilter("ignore", UserWarning)
-        return float(skm.matthews_corrcoef(y_true, y_pred))
 
 
 def _ratio(num: int, den: int, name: str, why: str, notes: list[str]) -> float | None:

@@ -69,14 +69,20 @@ def write_run_outputs(
         recipe.evaluate.threshold,
         recipe.evaluate.calibrate,
     )
-    guard, domain = fit_guard(
+    fitted = fit_guard(
         data.pixels.rows(split == "train"),
         data.table.strata[split == "train"],
         data.pixels.rows(split == "val"),
     )
+    guard, domain = fitted.guard, fitted.spec
     spec = spec.model_copy(update={"domain": domain})
     domain_scores = {
-        name: domain.scores(guard.distances(data.pixels.rows(split == name))) for name in logits
+        name: domain.scores(
+            fitted.held_distances
+            if name == "val"
+            else guard.distances(data.pixels.rows(split == name))
+        )
+        for name in logits
     }
     results = {
         name: evaluate_predictions(
