@@ -7,6 +7,7 @@ import pytest
 from sklearn import metrics as skm
 
 from medsight.bundle import decide
+from medsight.errors import DataError
 from medsight.evaluation.metrics import classification_metrics
 
 NAMES = ["Parasitized", "Uninfected"]  # the positive (disease) class is index 0 here
@@ -56,6 +57,17 @@ def test_all_predictions_equal_is_not_a_crash() -> None:
 def test_no_images() -> None:
     m = _metrics(np.array([], dtype=int), np.zeros((0, 2)), NAMES, 0)
     assert m["n"] == 0 and "no images" in m["notes"][0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["NaN", "infinity"])
+@pytest.mark.parametrize("positive_index", [1, None], ids=["binary", "multi-class"])
+def test_scores_that_are_not_numbers_are_refused_not_ranked(
+    bad: float, positive_index: int | None
+) -> None:
+    probs = _probs([0.9, 0.2, 0.7, 0.4])
+    probs[2] = bad
+    with pytest.raises(DataError, match="1 of 4 images .* not a number"):
+        _metrics(np.array([1, 0, 1, 0]), probs, NAMES, positive_index)
 
 
 def test_multiclass_matches_sklearn() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from medsight.errors import DataError
 from medsight.evaluation.calibration import expected_calibration_error
 from medsight.evaluation.ranking import average_precision, class_rates, confusion, mcc, roc_auc
 
@@ -31,9 +32,17 @@ def figures(
     and micro averages, and with ``class_names`` each class's one-vs-rest figures and each
     pair's one-vs-one figures: :func:`class_figures`, so they get CIs too).
 
-    Figures that are undefined on these labels are ``None`` and say why in ``notes``.
+    Figures that are undefined on these labels are ``None`` and say why in ``notes``; scores that
+    are not numbers (a model whose outputs became NaN) are refused, never ranked.
     """
     notes = [] if notes is None else notes
+    if not np.isfinite(probs).all():
+        broken = int((~np.isfinite(probs)).any(axis=1).sum())
+        raise DataError(
+            f"the model gave {broken} of {len(probs)} images a probability that is not a number "
+            "(NaN or infinity), so no figure can be computed (a model whose training loss became "
+            "NaN gives such outputs)"
+        )
     y_true = np.asarray(y_true, dtype=np.int64)
     labels = list(range(probs.shape[1]))
     present = np.unique(y_true)
