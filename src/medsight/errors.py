@@ -31,3 +31,7 @@ class DownloadError(MedsightError):
 
 class ConfigError(MedsightError):
     """A recipe or an override is invalid."""
+
+
+class TrainingError(MedsightError):
+    """A training ran but gave no usable model (its outputs became NaN, say)."""

@@ -12,7 +12,7 @@ import torch
 
 from medsight import api
 from medsight.bundle import load_bundle
-from medsight.errors import MedsightError
+from medsight.errors import MedsightError, TrainingError
 from medsight.evaluation.thresholds import choose_threshold
 
 # Small and fast; inputs centred so that 480 training images escape the initial plateau for
@@ -232,3 +232,20 @@ def test_weight_averaging_puts_the_average_in_the_bundle(
         if best["state_dict"][k].is_floating_point()
     ]
     assert max(moved) > 1e-4  # the average, not the last step's weights
+
+
+def test_a_diverged_training_stops_with_what_to_change(
+    malaria_subset: Path, tmp_path: Path
+) -> None:
+    """A learning rate far too high turns the weights into NaN: the run says so and names the
+    setting, instead of fitting a threshold to NaN (it used to end in scikit-learn's
+    "Input contains NaN")."""
+    out = tmp_path / "run"
+    overrides = [*QUICK, "train.lr=1e12", "data.limit=60"]
+    with pytest.raises(
+        TrainingError, match=r"training diverged.*not numbers.*train\.lr \(now 1e\+12"
+    ):
+        api.train("malaria-lenet", malaria_subset, out, epochs=1, seed=0, overrides=overrides)
+    history = pd.read_csv(out / "history.csv")
+    assert history["train_loss"].isna().all()  # what the message points to
+    assert not (out / "bundle").exists()  # no bundle from a model that gives NaN

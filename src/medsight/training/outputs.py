@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
@@ -27,6 +28,7 @@ from medsight.bundle.seen import SEEN_SPLITS
 from medsight.config import Recipe
 from medsight.data.patients import patient_coverage
 from medsight.data.summary import data_summary
+from medsight.errors import TrainingError
 from medsight.evaluation.card import model_card
 from medsight.evaluation.plots import plot_curves, plot_prediction_grid
 from medsight.evaluation.report import write_report
@@ -41,6 +43,19 @@ from medsight.training.prepare import Prepared
 
 SUMMARY_KEYS = ("split", "n", "accuracy", "sensitivity", "specificity", "roc_auc")
 MULTI_LABEL_SUMMARY_KEYS = ("split", "n", "macro_roc_auc", "micro_roc_auc", "macro_pr_auc")
+
+
+def refuse_diverged(val_logits: np.ndarray, out: Path, recipe: Recipe, best_epoch: int) -> None:
+    """Stop with what to change when the kept model's outputs are not numbers (its training
+    diverged), instead of fitting a threshold, a temperature and figures to NaN."""
+    broken = int((~np.isfinite(val_logits)).any(axis=1).sum())
+    if broken:
+        raise TrainingError(
+            f"training diverged: the kept model (epoch {best_epoch}) gives {broken} of "
+            f"{len(val_logits)} validation images outputs that are not numbers (NaN or infinity); "
+            f"the losses are in {out / 'history.csv'}. Lower train.lr (now {recipe.train.lr:g}) "
+            "and train again"
+        )
 
 
 def write_run_outputs(
@@ -62,6 +77,7 @@ def write_run_outputs(
         for name in ("val", "test")
         if (split == name).any()
     }
+    refuse_diverged(logits["val"], out, recipe, facts["best_epoch"])
     spec = calibrate_spec(
         spec,
         labels[split == "val"],
