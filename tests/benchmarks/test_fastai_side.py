@@ -212,3 +212,20 @@ def test_fastai_side_stops_at_its_time_limit(
     # the first epoch ends past the limit: fine_tune's unfrozen epochs never start
     assert found["stopped_at_time_limit"] and [e["epoch"] for e in found["epochs"]] == [1]
     assert 0 <= found["epochs"][0]["accuracy"] <= 1 and found["time_to_target_s"] is None
+
+
+def test_versus_fastai_alone_needs_the_fastai_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks.versus_fastai`` says how to make fastai's environment before training
+    anything (a medsight run of half an hour would be wasted without it)."""
+    from benchmarks import versus_fastai
+
+    missing = tmp_path / "no-venv" / "bin" / "python"
+    argv = ["versus_fastai", "--fastai-python", str(missing), "--work", str(tmp_path / "work")]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as stopped:
+        versus_fastai.main()
+    assert stopped.value.code == 2
+    assert f"{missing} not found: run benchmarks/setup_fastai.sh" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()  # nothing started
