@@ -1,5 +1,5 @@
 """medsight against fastai on one task, alone: the time-to-accuracy phase of ``benchmarks.run``
-without the rest of the full-mode run (``malaria``: about 30 min on 2 cores).
+without the rest of the full-mode run (``malaria``: about 90 min on 2 AVX2 cores).
 
     .venv/bin/python -m benchmarks.versus_fastai --task malaria
 
