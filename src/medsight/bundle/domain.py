@@ -14,6 +14,7 @@ the ONNX graph compute the same score; its weights are ``domain.safetensors`` in
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +27,8 @@ from medsight.data.store import PixelStore
 WEIGHTS_FILE = "domain.safetensors"
 # a sample this large pins 1,280 class means and covariances; more only costs time and memory
 MAX_FIT_IMAGES = 10_000
+# feature rows read at a time when fitting (10 MB of float64 at 1,280 features)
+ROWS = 1024
 EXTRACTOR = "tf_efficientnet_lite0"
 # Input pixels per call when the guard runs alone in PyTorch (fitting it, scoring the splits):
 # EfficientNet's expanded activations made 48 images of 128 px peak 120 MB above 24, no faster
@@ -100,40 +103,50 @@ class MahalanobisDistance(nn.Module):
 
         Features are standardised first so that shrinkage pulls towards equal variances; a
         feature that never varies in training gets a small floor, so an image that moves it is
-        far away (as it should be) rather than infinitely so."""
-        # one (N, D) float64 array, scaled and centred in place: copies of it (10,000 images:
-        # 100 MB each) were most of a training's peak memory
-        z = np.array(features, dtype=np.float64)
-        labels = np.asarray(labels)
-        if len(z) < 2:
+        far away (as it should be) rather than infinitely so. They are read ``ROWS`` at a time
+        in float64: a whole (N, D) float64 copy and its temporaries (10,000 images: 100 MB
+        each) were the peak memory of a training's end."""
+        x, labels = np.asarray(features), np.asarray(labels)
+        if len(x) < 2:
             raise ValueError("the domain guard needs at least two training images")
-        spread = z.std(axis=0)
+        blocks = [slice(i, i + ROWS) for i in range(0, len(x), ROWS)]
+
+        def rows(block: slice) -> np.ndarray:
+            return x[block].astype(np.float64)
+
+        mean = sum(rows(b).sum(axis=0) for b in blocks) / len(x)
+        spread = np.sqrt(sum(((rows(b) - mean) ** 2).sum(axis=0) for b in blocks) / len(x))
         spread = np.maximum(spread, 1e-3 * max(float(np.median(spread)), 1e-6))
-        z /= spread
-        classes = np.unique(labels)
-        means = np.stack([z[labels == c].mean(axis=0) for c in classes])
-        for i, c in enumerate(classes):
-            z[labels == c] -= means[i]
-        precision = ledoit_wolf_precision(z)
+        classes, label_index = np.unique(labels, return_inverse=True)
+        sums = np.zeros((len(classes), x.shape[1]))
+        for b in blocks:
+            block = rows(b)
+            for i in range(len(classes)):
+                sums[i] += block[label_index[b] == i].sum(axis=0)
+        means = sums / np.bincount(label_index)[:, None] / spread  # in standardised units
+        precision = ledoit_wolf_precision(rows(b) / spread - means[label_index[b]] for b in blocks)
         # back to the raw feature scale: (x/s - m) P (x/s - m) = (x - ms) (P / s s^T) (x - ms)
         raw_means = means * spread
         raw_precision = precision / np.outer(spread, spread)
         return cls(torch.from_numpy(raw_means), torch.from_numpy(raw_precision))
 
 
-def ledoit_wolf_precision(z: np.ndarray, rows: int = 1024) -> np.ndarray:
-    """The precision matrix of scikit-learn's ``LedoitWolf(assume_centered=True).fit(z)``, with
-    no copy of ``z``: scikit-learn's makes two more (N, D) arrays (``z - 0`` and ``z ** 2``), and
-    at 10,000 images those were a training's peak memory. A test pins it to scikit-learn's."""
+def ledoit_wolf_precision(blocks: Iterable[np.ndarray]) -> np.ndarray:
+    """The precision matrix of scikit-learn's ``LedoitWolf(assume_centered=True).fit(z)``, from
+    ``z``'s rows a block at a time (one pass): scikit-learn's needs the whole ``z`` and makes two
+    more copies of it (``z - 0`` and ``z ** 2``). A test pins it to scikit-learn's."""
     from scipy import linalg
 
-    n, p = z.shape
-    gram = z.T @ z  # (D, D): n x the empirical covariance of centred data
+    n, gram, beta_ = 0, 0.0, 0.0
+    for z in blocks:
+        n += len(z)
+        gram = gram + z.T @ z  # (D, D): n x the empirical covariance of centred data
+        # sum of the entries of (z**2).T @ (z**2): per image, its squared sum of squares
+        beta_ += float(np.sum(np.sum(z**2, axis=1) ** 2))
+    p = gram.shape[0]
     emp_cov = gram / n
     emp_cov_trace = np.diag(gram) / n
     mu = emp_cov_trace.sum() / p
-    # sum of the entries of (z**2).T @ (z**2): per image, its squared sum of squares
-    beta_ = sum(float(np.sum(np.sum(z[i : i + rows] ** 2, axis=1) ** 2)) for i in range(0, n, rows))
     delta_ = float(np.sum(gram**2)) / n**2
     beta = 1.0 / (p * n) * (beta_ / n - delta_)
     delta = (delta_ - 2.0 * mu * emp_cov_trace.sum() + p * mu**2) / p
