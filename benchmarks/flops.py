@@ -51,6 +51,10 @@ def peak_gflops(seconds: float = 2.0) -> dict[str, float]:
     return {"peak_gflops": max(rates.values()), **rates}
 
 
+# timed steps at least: VGG16 takes ~2 s a step on 2 cores, and two steps read it 20 % fast
+MIN_STEPS = 5
+
+
 def _flops(fn) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -80,7 +84,7 @@ def model_costs(name: str, seconds: float = 3.0) -> dict[str, Any]:
     module.train()
     train_flops = _flops(step)
     steps, start = 0, time.perf_counter()
-    while steps < 2 or time.perf_counter() - start < seconds:
+    while steps < MIN_STEPS or time.perf_counter() - start < seconds:
         step()
         steps += 1
     rate = steps * batch / (time.perf_counter() - start)
