@@ -105,7 +105,7 @@ class MahalanobisDistance(nn.Module):
         feature that never varies in training gets a small floor, so an image that moves it is
         far away (as it should be) rather than infinitely so. They are read ``ROWS`` at a time
         in float64: a whole (N, D) float64 copy and its temporaries (10,000 images: 100 MB
-        each) were the peak memory of a training's end."""
+        each) were the peak of a training's end under the system allocator."""
         x, labels = np.asarray(features), np.asarray(labels)
         if len(x) < 2:
             raise ValueError("the domain guard needs at least two training images")
