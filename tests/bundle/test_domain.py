@@ -178,7 +178,7 @@ def test_mahalanobis_fit_block_by_block_equals_the_whole_array_fit() -> None:
 
 def test_mahalanobis_fit_makes_no_float64_copy_of_the_features() -> None:
     """Its peak allocation stays under a quarter of one (N, D) float64 array (numpy reports its
-    allocations to tracemalloc): the whole-array fit made three."""
+    allocations to tracemalloc): the whole-array fit held two at once."""
     import tracemalloc
 
     import scipy.linalg  # noqa: F401  (imported before tracing: a module's import is not the fit)

@@ -114,15 +114,15 @@ class MahalanobisDistance(nn.Module):
         def rows(block: slice) -> np.ndarray:
             return x[block].astype(np.float64)
 
-        mean = sum(rows(b).sum(axis=0) for b in blocks) / len(x)
-        spread = np.sqrt(sum(((rows(b) - mean) ** 2).sum(axis=0) for b in blocks) / len(x))
-        spread = np.maximum(spread, 1e-3 * max(float(np.median(spread)), 1e-6))
         classes, label_index = np.unique(labels, return_inverse=True)
         sums = np.zeros((len(classes), x.shape[1]))
         for b in blocks:
             block = rows(b)
             for i in range(len(classes)):
                 sums[i] += block[label_index[b] == i].sum(axis=0)
+        mean = sums.sum(axis=0) / len(x)
+        spread = np.sqrt(sum(((rows(b) - mean) ** 2).sum(axis=0) for b in blocks) / len(x))
+        spread = np.maximum(spread, 1e-3 * max(float(np.median(spread)), 1e-6))
         means = sums / np.bincount(label_index)[:, None] / spread  # in standardised units
         precision = ledoit_wolf_precision(rows(b) / spread - means[label_index[b]] for b in blocks)
         # back to the raw feature scale: (x/s - m) P (x/s - m) = (x - ms) (P / s s^T) (x - ms)
